@@ -1,0 +1,42 @@
+"""Parameter-efficient adapters for RWKV: MiSS (default/bat/bat_in/mini), LoRA, PiSSA.
+
+Public API (see docs/internals.md):
+    parse_peft(method, peft_config) -> AdapterConfig
+    inject(model, cfg, train_parts) -> sorted trainable names
+    adapter_state_dict(model, names), load_adapter_state(model, sd)
+    format_trainable(model, names) -> str (per-kind counts for the log)
+    save_adapter / read_adapter / fingerprint / check_fingerprint   (rwkvft.checkpoint.adapter_io)
+    merge_state_dict / unmerge_state_dict                          (rwkvft.checkpoint.merge)
+"""
+from __future__ import annotations
+
+from .base import AdaptedLinear
+from .config import AdapterConfig, parse_peft
+from .inject import (adapter_state_dict, format_trainable, inject, load_adapter_state,
+                     trainable_summary)
+from .lora import LoraLinear
+from .miss import MissLinear
+from .pissa import PissaLinear
+
+_LAZY = {
+    "save_adapter": "rwkvft.checkpoint.adapter_io",
+    "read_adapter": "rwkvft.checkpoint.adapter_io",
+    "fingerprint": "rwkvft.checkpoint.adapter_io",
+    "check_fingerprint": "rwkvft.checkpoint.adapter_io",
+    "merge_state_dict": "rwkvft.checkpoint.merge",
+    "unmerge_state_dict": "rwkvft.checkpoint.merge",
+}
+
+
+def __getattr__(name):
+    # The file/merge helpers live in rwkvft.checkpoint; import them on first use so that
+    # importing the adapters never pulls in the checkpoint package (and no import cycle forms).
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(name)
+
+
+__all__ = ["AdaptedLinear", "AdapterConfig", "LoraLinear", "MissLinear", "PissaLinear",
+           "adapter_state_dict", "format_trainable", "inject", "load_adapter_state",
+           "parse_peft", "trainable_summary", *_LAZY]

@@ -1,0 +1,4 @@
+"""Checkpoint files: official RWKV .pth / .safetensors (rwkv_format)."""
+from .rwkv_format import check_against, infer_config, read_state_dict, write_state_dict
+
+__all__ = ["read_state_dict", "infer_config", "check_against", "write_state_dict"]

@@ -56,7 +56,15 @@ class WorldTokenizer:
         return list(self._rust.encode(text))
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Batch encode through the Rust thread pool. Not fork-safe: after a process that has
+        called it forks, the same call in the child hangs (the pool's threads are not copied).
+        Worker processes use `encode_each`."""
         return [list(x) for x in self._rust.encode_batch(list(texts))]
+
+    def encode_each(self, texts) -> list[list[int]]:
+        """Encode texts one by one in this thread: as fast per core, and safe in forked workers."""
+        enc = self._rust.encode
+        return [enc(t) for t in texts]
 
     def decode_bytes(self, ids) -> bytes:
         table = _id_to_bytes()

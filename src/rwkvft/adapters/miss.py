@@ -1,0 +1,131 @@
+"""MiSS (Matrix Shard Sharing, formerly Bone/DiSHA): maths and the adapted Linear.
+
+Spec: shared/specs/miss.md. W is (m=out, n=in), r is the shard width.
+- default: D (r, m), zero init. y = W x + S(x) D with S(x) = sum of the width-r chunks of x
+  zero-padded to a multiple of r (dropout on the padded x). Dense form: dW[o, c] = D[c mod r, o].
+- mini:    D_mini (r, mini_r) tiled along the output axis m / mini_r times, then as default.
+- bat:     B (m/r, r, r) (HF peft: indexed by output-row block i);
+           W'_ij = W_ij + W_ij B_i + B_i, with W_ij the r x r block (row block i, column block j).
+- bat_in:  D (n/r, r, r) (RWKV-PEFT's BatLinear: indexed by input-column block j);
+           W'_ij = W_ij + W_ij D_j + D_j.
+Bat modes ignore dropout: the forward materialises W' (the update depends on W).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+from .base import AdaptedLinear, fp32_region, new_fp32
+
+
+# ---------------------------------------------------------------- pure maths (fp32 tensors)
+def pad_to_shards(x: torch.Tensor, r: int) -> torch.Tensor:
+    pad = (-x.shape[-1]) % r
+    return F.pad(x, (0, pad)) if pad else x
+
+
+def shard_sum(x_padded: torch.Tensor, r: int) -> torch.Tensor:
+    """(..., g*r) -> (..., r): sum of the contiguous width-r chunks."""
+    return x_padded.unflatten(-1, (-1, r)).sum(-2)
+
+
+def effective_d(t: torch.Tensor, mode: str, out_features: int) -> torch.Tensor:
+    """The (r, m) matrix D of default/mini modes (mini tiles its (r, mini_r) along m)."""
+    if mode == "mini":
+        return t.repeat(1, out_features // t.shape[1])
+    return t
+
+
+def miss_delta(d: torch.Tensor, in_features: int) -> torch.Tensor:
+    """Dense update dW (m, n) of default/mini: D^T tiled across the input, last tile truncated."""
+    r = d.shape[0]
+    tiles = -(-in_features // r)
+    return d.t().repeat(1, tiles)[:, :in_features]
+
+
+def _block_b(t: torch.Tensor, mode: str) -> torch.Tensor:
+    """Broadcast the bat tensor to W's block layout (i, a, j, c)."""
+    if mode == "bat":          # B[i, a, c] shared over column blocks j
+        return t[:, :, None, :]
+    return t.permute(1, 0, 2)[None]   # bat_in: D[j, a, c] shared over row blocks i
+
+
+def bat_delta(w: torch.Tensor, t: torch.Tensor, mode: str) -> torch.Tensor:
+    """dW(W) for bat / bat_in, blockwise W_ij T + T; w (m, n) and t in fp32."""
+    m, n = w.shape
+    r = t.shape[-1]
+    wv = w.reshape(m // r, r, n // r, r)                    # [i, a, j, b]
+    spec = "iajb,ibc->iajc" if mode == "bat" else "iajb,jbc->iajc"
+    return (torch.einsum(spec, wv, t) + _block_b(t, mode)).reshape(m, n)
+
+
+def bat_unmerge(w_merged: torch.Tensor, t: torch.Tensor, mode: str) -> torch.Tensor:
+    """Invert bat: W_ij = (W'_ij - T)(I + T)^-1 (T per block); float64 solve for accuracy."""
+    m, n = w_merged.shape
+    r = t.shape[-1]
+    t64 = t.double()
+    y = (w_merged.double().reshape(m // r, r, n // r, r) - _block_b(t64, mode))
+    y = y.permute(0, 2, 1, 3)                               # [i, j, a, c]
+    eye = torch.eye(r, dtype=torch.float64, device=t.device)
+    mat = (eye + t64)[:, None] if mode == "bat" else (eye + t64)[None]   # (i,1,r,r) / (1,j,r,r)
+    x = torch.linalg.solve(mat, y, left=False)              # solves X (I + T) = Y
+    return x.permute(0, 2, 1, 3).reshape(m, n).to(w_merged.dtype)
+
+
+def merge_weight(w: torch.Tensor, t: torch.Tensor, mode: str, sign: int = 1) -> torch.Tensor:
+    """Merged (sign=+1) or unmerged (sign=-1) weight, fp32 in and out."""
+    if mode in ("bat", "bat_in"):
+        return w + bat_delta(w, t, mode) if sign > 0 else bat_unmerge(w, t, mode)
+    return w + sign * miss_delta(effective_d(t, mode, w.shape[0]), w.shape[1])
+
+
+def adapter_shape(mode: str, r: int, out_f: int, in_f: int, mini_r: int = 0) -> tuple:
+    return {"default": (r, out_f), "mini": (r, mini_r),
+            "bat": (out_f // r, r, r), "bat_in": (in_f // r, r, r)}[mode]
+
+
+def check_sizes(name: str, mode: str, r: int, out_f: int, in_f: int, mini_r: int = 0) -> None:
+    """Size checks that need the layer; UserError names the layer."""
+    if r > in_f:
+        raise UserError(f"MiSS r={r} is larger than in_features={in_f} of {name}; use r <= {in_f}")
+    if mode in ("bat", "bat_in") and (in_f % r or out_f % r):
+        raise UserError(f"MiSS {mode} needs in and out features divisible by r, but {name} is "
+                        f"({out_f} out, {in_f} in) and r={r}; choose r dividing both or mode default")
+    if mode == "mini" and out_f % mini_r:
+        raise UserError(f"MiSS mini needs out_features divisible by mini_r, but {name} has "
+                        f"out_features={out_f} and mini_r={mini_r}; choose a divisor of {out_f}")
+
+
+# ---------------------------------------------------------------- module
+class MissLinear(AdaptedLinear):
+    adapter_param_names = ("miss",)
+
+    def __init__(self, base: nn.Linear, r: int, mode: str = "default", mini_r: int = 0,
+                 dropout: float = 0.0):
+        super().__init__(base)
+        self.r, self.mode, self.mini_r = r, mode, mini_r
+        shape = adapter_shape(mode, r, self.out_features, self.in_features, mini_r)
+        self.miss = nn.Parameter(new_fp32(shape, self.weight))   # zero init: identity at start
+        self.dropout = nn.Dropout(dropout) if dropout > 0 and mode not in ("bat", "bat_in") else nn.Identity()
+
+    def adapter_forward(self, x32: torch.Tensor) -> torch.Tensor:
+        s = shard_sum(self.dropout(pad_to_shards(x32, self.r)), self.r)
+        return s @ effective_d(self.miss, self.mode, self.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode not in ("bat", "bat_in"):
+            return super().forward(x)
+        # Bat: the update depends on W, so materialise W' (from the dequantized base) in fp32.
+        with fp32_region(x):
+            w = self.dequantized_weight().float()
+            w = w + bat_delta(w, self.miss, self.mode)
+            bias = None if self.bias is None else self.bias.float()
+            return F.linear(x.float(), w, bias).to(x.dtype)
+
+    def merged_weight(self, sign: int = 1) -> torch.Tensor:
+        return merge_weight(self.dequantized_weight().float(), self.miss.detach(), self.mode, sign)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, r={self.r}, mode={self.mode}"

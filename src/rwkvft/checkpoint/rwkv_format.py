@@ -1,0 +1,295 @@
+"""Official RWKV checkpoint files: read, infer the architecture, check user sizes, write.
+
+A checkpoint is a flat dict `name -> tensor` (spec rwkv_arch.md §2). We read it as data only
+(`weights_only=True`), infer every size from tensor shapes (§2.3) and write it back in the layout
+the `rwkv` pip package, RWKV Runner and Ai00 accept (§8.4).
+"""
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..models.config import ModelConfig
+from ..utils import atomic_path, require_file
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".st")
+_VERSIONS = {"x070": ("7", "v7", "x070", "rwkv7", "rwkv-7"),
+             "x060": ("6", "v6", "x060", "rwkv6", "rwkv-6"),
+             "x052": ("5", "v5", "x052", "5.2", "v5.2", "rwkv5", "rwkv-5")}
+# vectors stored (1,1,C) in official files; HF/fla conversions and squeezed dumps use (C,)
+X070_VECTORS = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "v0", "k_k", "k_a")
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """Load a checkpoint as a plain dict of CPU tensors; every bad file raises UserError."""
+    p = require_file(path, "checkpoint")
+    if p.suffix.lower() in SAFETENSORS_SUFFIXES:
+        sd = _load_safetensors(p)
+    else:
+        sd = _load_pth(p)
+    _check_is_state_dict(sd, p)
+    return dict(sd)
+
+
+def _load_safetensors(p: Path):
+    from safetensors.torch import load_file
+    try:
+        sd = load_file(str(p), device="cpu")
+    except Exception as e:  # safetensors raises its own error type for any malformed header/data
+        raise UserError(f"{p} is not a readable safetensors file ({_short(e)}); "
+                        f"re-download or re-export it") from e
+    # safetensors stores keys sorted by name: put them back in layer order
+    return {k: sd[k] for k in _official_order(sd)}
+
+
+def _load_pth(p: Path):
+    # mmap needs the zip container; old pickle-only files (torch < 1.6) load without it
+    mmap = zipfile.is_zipfile(p)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:
+        text = str(e)
+        found = re.search(r"GLOBAL (\S+)", text)
+        if found:
+            raise UserError(f"{p} contains Python objects ({found.group(1)}) that need code to load; "
+                            f"rwkvft only loads plain tensor dicts: re-save it as "
+                            f"torch.save({{name: tensor}}) from a trusted environment") from e
+        raise UserError(f"{p} is truncated or not a PyTorch checkpoint ({_short(e)}); "
+                        f"re-download or re-save it") from e
+
+
+def _short(e: Exception) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return first[:120]
+
+
+def _check_is_state_dict(sd, p: Path) -> None:
+    if not isinstance(sd, dict):
+        raise UserError(f"{p} holds a {type(sd).__name__}, not a state dict; "
+                        f"expected a dict of name -> tensor (an official RWKV .pth)")
+    if "_strategy" in sd:
+        raise UserError(f"{p} was pre-converted by the rwkv pip package (it has '_strategy'); "
+                        f"use the original .pth instead")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        names = ", ".join(repr(k) for k in bad[:3])
+        raise UserError(f"{p} is not a plain state dict: entries {names} are not tensors; "
+                        f"expected a dict of name -> tensor (an official RWKV .pth)")
+
+
+# ---------------------------------------------------------------------------------------------
+# architecture inference
+
+def infer_config(sd: dict[str, torch.Tensor]) -> ModelConfig:
+    """Read version and every size from tensor shapes alone (spec §2.3).
+
+    RWKV-6/5 files are recognised and described (their loaders come later); only the model
+    builder refuses them.
+    """
+    if "_strategy" in sd:
+        raise UserError("this checkpoint was pre-converted by the rwkv pip package (it has "
+                        "'_strategy'); use the original .pth instead")
+    n_layer = _count_layers(sd)
+    version = detect_version(sd)
+    if version == "x070":
+        cfg = _infer_x070(sd, n_layer)
+        check_x070_tensors(sd, cfg)
+        return cfg
+    if version == "x060":
+        return _infer_x060(sd, n_layer)
+    return _infer_x052(sd, n_layer)
+
+
+def detect_version(sd) -> str:
+    keys = set(sd)
+    if "emb.weight" not in keys or "blocks.0.ln1.weight" not in keys:
+        raise UserError(f"unknown architecture: not an RWKV checkpoint (keys seen: {_some_keys(sd)})")
+    if any(".ffn.s_emb." in k or k.endswith(".ffn.s1") for k in keys):
+        raise UserError("this is an RWKV-7 DeepEmbed checkpoint, which rwkvft does not support; "
+                        "use a plain RWKV-7 (x070) model")
+    if "blocks.0.att.r_k" in keys or "blocks.0.att.x_r" in keys:
+        return "x070"
+    if "blocks.0.att.time_maa_x" in keys:
+        return "x060"
+    decay = sd.get("blocks.0.att.time_decay")
+    if ("blocks.0.att.ln_x.weight" in keys and "blocks.0.att.gate.weight" in keys
+            and decay is not None and decay.dim() == 2):
+        return "x052"
+    raise UserError(f"unsupported architecture (RWKV-4 / RWKV-5.0 or unknown; keys seen: "
+                    f"{_some_keys(sd)}); use an RWKV-7 (x070) checkpoint")
+
+
+def _some_keys(sd, n: int = 5) -> str:
+    keys = list(sd)
+    return ", ".join(keys[:n]) + (f" ... ({len(keys)} keys)" if len(keys) > n else "")
+
+
+def _count_layers(sd) -> int:
+    layers = set()
+    for k in sd:
+        if k.startswith("blocks."):
+            field = k.split(".")[1]
+            if not field.isdigit():
+                raise UserError(f"malformed checkpoint key {k!r}: the field after 'blocks.' must be "
+                                f"a layer number; check how the file was produced")
+            layers.add(int(field))
+    if not layers:
+        raise UserError(f"unknown architecture: no 'blocks.N.' keys (keys seen: {_some_keys(sd)})")
+    missing = sorted(set(range(max(layers) + 1)) - layers)
+    if missing:
+        raise UserError(f"checkpoint lacks layer(s) {missing[:5]} below its last layer {max(layers)}; "
+                        f"the file is incomplete, re-download or re-export it")
+    return max(layers) + 1
+
+
+def _infer_x070(sd, n_layer: int) -> ModelConfig:
+    vocab_size, n_embd = sd["emb.weight"].shape
+    r_k = sd["blocks.0.att.r_k"]
+    # (H, N) in official files; a flattened (C,) r_k carries no head count: assume N = 64,
+    # the only head size of released RWKV-7 models
+    head_size = r_k.shape[-1] if r_k.dim() == 2 else 64
+    v1 = sd.get("blocks.1.att.v1", sd.get("blocks.0.att.v1"))
+    return ModelConfig(
+        version="x070", n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size, head_size=head_size,
+        dim_ffn=sd["blocks.0.ffn.key.weight"].shape[0],
+        d_decay=sd["blocks.0.att.w1"].shape[1], d_aaa=sd["blocks.0.att.a1"].shape[1],
+        d_mv=0 if v1 is None else v1.shape[1], d_gate=sd["blocks.0.att.g1"].shape[1],
+        layer0_v="blocks.0.att.v0" in sd)
+
+
+def _infer_x060(sd, n_layer: int) -> ModelConfig:
+    vocab_size, n_embd = sd["emb.weight"].shape
+    n_head, head_size = sd["blocks.0.att.time_faaaa"].shape[:2]
+    return ModelConfig(
+        version="x060", n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size, head_size=head_size,
+        dim_ffn=sd["blocks.0.ffn.key.weight"].shape[0],
+        d_decay=sd["blocks.0.att.time_decay_w1"].shape[1],
+        d_mix=sd["blocks.0.att.time_maa_w1"].shape[1] // 5, layer0_v=False)
+
+
+def _infer_x052(sd, n_layer: int) -> ModelConfig:
+    vocab_size, n_embd = sd["emb.weight"].shape
+    n_head, head_size = sd["blocks.0.att.time_decay"].shape
+    return ModelConfig(
+        version="x052", n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size, head_size=head_size,
+        dim_ffn=sd["blocks.0.ffn.key.weight"].shape[0], layer0_v=False)
+
+
+def x070_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every key of an official RWKV-7 file with its official shape, in the recommended order."""
+    C, V, F = cfg.n_embd, cfg.vocab_size, cfg.dim_ffn
+    vec = (1, 1, C)
+    shapes: dict[str, tuple[int, ...]] = {"emb.weight": (V, C)}
+    for l in range(cfg.n_layer):
+        p = f"blocks.{l}."
+        if l == 0:
+            shapes.update({p + "ln0.weight": (C,), p + "ln0.bias": (C,)})
+        for ln in ("ln1", "ln2"):
+            shapes.update({f"{p}{ln}.weight": (C,), f"{p}{ln}.bias": (C,)})
+        a = p + "att."
+        for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0"):
+            shapes[a + name] = vec
+        shapes.update({a + "w1": (C, cfg.d_decay), a + "w2": (cfg.d_decay, C), a + "a0": vec,
+                       a + "a1": (C, cfg.d_aaa), a + "a2": (cfg.d_aaa, C)})
+        if l > 0 or cfg.layer0_v:
+            shapes.update({a + "v0": vec, a + "v1": (C, cfg.d_mv), a + "v2": (cfg.d_mv, C)})
+        shapes.update({a + "g1": (C, cfg.d_gate), a + "g2": (cfg.d_gate, C), a + "k_k": vec,
+                       a + "k_a": vec, a + "r_k": (cfg.n_head, cfg.head_size)})
+        for name in ("receptance", "key", "value", "output"):
+            shapes[f"{a}{name}.weight"] = (C, C)
+        shapes.update({a + "ln_x.weight": (C,), a + "ln_x.bias": (C,), p + "ffn.x_k": vec,
+                       p + "ffn.key.weight": (F, C), p + "ffn.value.weight": (C, F)})
+    shapes.update({"ln_out.weight": (C,), "ln_out.bias": (C,), "head.weight": (V, C)})
+    return shapes
+
+
+def check_x070_tensors(sd, cfg: ModelConfig) -> None:
+    """Every official key present with its shape ((C,) accepted for vectors and r_k)."""
+    if cfg.n_embd % cfg.head_size:
+        raise UserError(f"n_embd {cfg.n_embd} is not a multiple of the head size {cfg.head_size}; "
+                        f"the checkpoint is inconsistent")
+    want = x070_shapes(cfg)
+    missing = [k for k in want if k not in sd]
+    if missing:
+        raise UserError(f"RWKV-7 checkpoint is missing {len(missing)} tensor(s), e.g. "
+                        f"{', '.join(missing[:3])}; the file is incomplete, re-download or re-export it")
+    for k, shape in want.items():
+        got = tuple(sd[k].shape)
+        if got != shape and not (got == (cfg.n_embd,) and _is_vector_key(k)):
+            raise UserError(f"tensor {k} has shape {got}, expected {shape} for this RWKV-7 model; "
+                            f"the file is inconsistent, re-export it")
+
+
+def _is_vector_key(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in X070_VECTORS + ("r_k",)
+
+
+# ---------------------------------------------------------------------------------------------
+# user-given sizes
+
+def normalize_version(version: str) -> str:
+    v = version.strip().lower()
+    for name, aliases in _VERSIONS.items():
+        if v in aliases:
+            return name
+    raise UserError(f"unknown model version {version!r}; use x070 (RWKV-7), x060 (RWKV-6) or x052")
+
+
+def check_against(cfg: ModelConfig, n_layer: int = 0, n_embd: int = 0, vocab_size: int = 0,
+                  head_size: int = 0, version: str = "") -> None:
+    """Raise UserError when a user-given (non-zero / non-empty) size contradicts the checkpoint."""
+    given = {"n_layer": n_layer, "n_embd": n_embd, "vocab_size": vocab_size, "head_size": head_size}
+    for name, value in given.items():
+        if value and int(value) != getattr(cfg, name):
+            raise UserError(f"--{name} {value} contradicts the checkpoint, which has {name} "
+                            f"{getattr(cfg, name)}; drop the flag or pass {getattr(cfg, name)}")
+    if version and normalize_version(version) != cfg.version:
+        raise UserError(f"version {version!r} contradicts the checkpoint, which is {cfg.version}; "
+                        f"drop the flag or pass {cfg.version}")
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+def write_state_dict(sd: dict[str, torch.Tensor], path, dtype: torch.dtype | None = torch.bfloat16):
+    """Write `sd` atomically in the official layout: contiguous, owned CPU tensors in `dtype`
+    (None keeps each tensor's dtype). A `.safetensors`/`.st` suffix writes safetensors."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"output path {path} is a directory; give a file name such as {path}/model.pth")
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise UserError(f"cannot write {path}: entries {bad[:3]} are not tensors")
+    # clone() so no tensor is a view into another's storage (the Rust .st converter reads by offset)
+    out = {k: sd[k].detach().to(device="cpu", dtype=sd[k].dtype if dtype is None else dtype).contiguous().clone()
+           for k in _official_order(sd)}
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+            from safetensors.torch import save_file
+            save_file(out, str(tmp), metadata={"format": "pt"})
+        else:
+            torch.save(out, tmp)
+    return path
+
+
+def _official_order(sd) -> list[str]:
+    """emb first, then layer by layer (the source's order inside a layer), ln_out, head last.
+
+    RWKV Runner's v7 detector needs layer 0's ln_x before layer 1's r_k (spec §2.1)."""
+    def rank(item):
+        i, k = item
+        if k.startswith("emb."):
+            return (0, 0, i)
+        if k.startswith("blocks.") and k.split(".")[1].isdigit():
+            return (1, int(k.split(".")[1]), i)
+        if k.startswith("head."):
+            return (3, 0, i)
+        return (2, 0, i)
+    return [k for _, k in sorted(enumerate(sd), key=rank)]

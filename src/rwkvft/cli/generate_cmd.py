@@ -1,0 +1,89 @@
+"""`rwkvft generate`: sample text from a model, streamed to stdout.
+
+The prompt goes through the model in one parallel pass; each new token then costs one RNN step
+through the carried state (no re-reading of the prompt).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint (.pth or .safetensors)")
+    parser.add_argument("--prompt", required=True, help="text to continue")
+    parser.add_argument("--max_tokens", type=int, default=100, help="tokens to generate at most")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--top_p", type=float, default=0.85, help="nucleus sampling mass, in (0, 1]")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same text")
+    parser.add_argument("--op", default="chunked", help="WKV op: chunked (CPU) or reference")
+
+
+def _check(args) -> None:
+    if args.max_tokens < 0:
+        raise UserError(f"--max_tokens must be >= 0 (got {args.max_tokens})")
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0 (got {args.temperature}); 0 means greedy")
+    if not 0 < args.top_p <= 1:
+        raise UserError(f"--top_p must be in (0, 1] (got {args.top_p}); 0.85 is a good default")
+
+
+def sample(logits, temperature: float, top_p: float, generator):
+    """One token id from logits (V,): greedy at temperature 0, else nucleus sampling."""
+    import torch
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    sorted_p, order = torch.sort(probs, descending=True)
+    # keep the smallest prefix whose mass reaches top_p (the token that crosses it included)
+    keep = (torch.cumsum(sorted_p, dim=-1) - sorted_p) < top_p
+    sorted_p = sorted_p * keep
+    choice = torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=generator)
+    return int(order[choice])
+
+
+def stream_tokens(model, prompt_ids: list[int], max_tokens: int, temperature: float = 1.0,
+                  top_p: float = 0.85, seed: int = 0):
+    """Yield (token_id, logits it was sampled from) until max_tokens or token 0 (end of text)."""
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    prompt_op = model.op
+    with torch.no_grad():
+        logits, state = model(torch.tensor([prompt_ids]), return_state=True)
+        # a one-token step is the plain recurrence: a chunked CPU op would pad it to a whole chunk
+        step_op = "reference" if prompt_op == "chunked" else prompt_op
+        try:
+            for _ in range(max_tokens):
+                last = logits[0, -1]
+                token = sample(last, temperature, top_p, gen)
+                if token == 0:
+                    return
+                yield token, last
+                model.op = step_op
+                logits, state = model(torch.tensor([[token]]), state, return_state=True)
+        finally:
+            model.op = prompt_op
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    from ..data.tokenizer import WorldTokenizer
+    from ..models import load_model
+    tokenizer = WorldTokenizer()
+    model = load_model(args.model)
+    model.op = args.op
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise UserError(f"generate needs a World-vocabulary model (vocab {tokenizer.vocab_size}); "
+                        f"{args.model} has vocab {model.config.vocab_size}")
+    # an empty prompt starts from the end-of-document token, as a fresh document would
+    prompt_ids = tokenizer.encode(args.prompt) or [0]
+    decoder = tokenizer.stream_decoder()
+    for token, _ in stream_tokens(model, prompt_ids, args.max_tokens, args.temperature,
+                                  args.top_p, args.seed):
+        sys.stdout.write(decoder.push(token))
+        sys.stdout.flush()
+    sys.stdout.write(decoder.flush() + "\n")
+    sys.stdout.flush()
+    return 0

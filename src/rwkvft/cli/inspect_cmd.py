@@ -1,0 +1,60 @@
+"""`rwkvft inspect MODEL`: what a checkpoint is, read from its tensors."""
+from __future__ import annotations
+
+import argparse
+import json
+
+_VERSION_NAMES = {"x070": "RWKV-7", "x060": "RWKV-6", "x052": "RWKV-5.2"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="checkpoint (.pth or .safetensors)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def describe(sd) -> dict:
+    """Architecture, sizes and storage facts of a state dict."""
+    from ..checkpoint import infer_config
+    cfg = infer_config(sd)
+    info = {
+        "version": cfg.version, "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
+        "head_size": cfg.head_size, "n_head": cfg.n_head, "vocab_size": cfg.vocab_size,
+        "dim_ffn": cfg.dim_ffn, "d_decay": cfg.d_decay,
+    }
+    if cfg.version == "x070":
+        info.update({"d_aaa": cfg.d_aaa, "d_mv": cfg.d_mv, "d_gate": cfg.d_gate,
+                     "layer0_v": cfg.layer0_v})
+    elif cfg.version == "x060":
+        info["d_mix"] = cfg.d_mix
+    info.update({
+        "parameters": sum(t.numel() for t in sd.values()),
+        "tensors": len(sd),
+        "dtypes": sorted({str(t.dtype).replace("torch.", "") for t in sd.values()}),
+    })
+    return info
+
+
+def _text(info: dict) -> str:
+    lines = [f"version      {info['version']} ({_VERSION_NAMES.get(info['version'], '?')})",
+             f"layers       {info['n_layer']}",
+             f"n_embd       {info['n_embd']}",
+             f"heads        {info['n_head']} x head size {info['head_size']}",
+             f"vocab        {info['vocab_size']}",
+             f"ffn          {info['dim_ffn']}"]
+    if info["version"] == "x070":
+        lines.append(f"lora dims    decay {info['d_decay']}, a {info['d_aaa']}, "
+                     f"v {info['d_mv']}, gate {info['d_gate']}")
+        lines.append(f"layer-0 v0   {'present' if info['layer0_v'] else 'absent'}")
+    elif info["version"] == "x060":
+        lines.append(f"lora dims    decay {info['d_decay']}, mix {info['d_mix']}")
+    lines += [f"parameters   {info['parameters']:,} ({info['parameters'] / 1e6:.2f}M)",
+              f"tensors      {info['tensors']}",
+              f"dtype        {', '.join(info['dtypes'])}"]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import read_state_dict
+    info = describe(read_state_dict(args.model))
+    print(json.dumps(info) if args.json else _text(info))
+    return 0

@@ -1,0 +1,166 @@
+"""Callbacks: per-step metrics (loss.jsonl, progress bar), saving, plots, the human log."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ..utils import atomic_path
+
+
+class RunLog:
+    """train_log.txt (human) and loss.jsonl (machine). Only global rank 0 writes."""
+
+    def __init__(self, proj_dir: Path, enabled: bool):
+        self.proj_dir = Path(proj_dir)
+        self.enabled = enabled
+
+    def line(self, text: str) -> None:
+        if self.enabled:
+            with open(self.proj_dir / "train_log.txt", "a", encoding="utf-8") as f:
+                f.write(text.rstrip("\n") + "\n")
+
+    def record(self, row: dict) -> None:
+        if self.enabled:
+            with open(self.proj_dir / "loss.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+class StepMetrics(L.Callback):
+    """After every optimizer step: loss, lr, tokens and tokens/s into loss.jsonl and the bar."""
+
+    def __init__(self, log: RunLog, tokens_per_batch: int, world_size: int, step_offset: int):
+        self.runlog = log
+        self.tokens_per_batch = tokens_per_batch * world_size
+        self.step_offset = step_offset
+        self.tokens = 0
+        self.epoch_losses: list[float] = []
+        self._t_step = None
+        self._t_epoch = None
+        self._acc_losses: list[float] = []
+        self._acc_tokens = 0
+        self._last_step = -1
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.epoch_losses = []
+        self._t_epoch = self._t_step = time.perf_counter()
+        self._epoch_tokens = 0
+        self._last_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self._acc_losses.append(float(loss.detach()))
+        self._acc_tokens += self.tokens_per_batch
+        if trainer.global_step == self._last_step:
+            return  # gradient accumulation: no optimizer step on this micro-batch
+        self._last_step = trainer.global_step
+        now = time.perf_counter()
+        dt = max(now - self._t_step, 1e-9)
+        self._t_step = now
+        step_loss = sum(self._acc_losses) / len(self._acc_losses)
+        self.tokens += self._acc_tokens
+        self._epoch_tokens += self._acc_tokens
+        tps = self._acc_tokens / dt
+        self._acc_losses, self._acc_tokens = [], 0
+        self.epoch_losses.append(step_loss)
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        pl_module.log("lr", lr, prog_bar=True, on_step=True, batch_size=1)
+        pl_module.log("kt/s", tps / 1000, prog_bar=True, on_step=True, batch_size=1)
+        self.runlog.record({"step": trainer.global_step + self.step_offset,
+                         "epoch": pl_module.cfg.epoch_begin + trainer.current_epoch,
+                         "loss": step_loss, "lr": lr, "tokens": self.tokens,
+                         "tokens_per_s": round(tps, 1)})
+
+    def epoch_summary(self) -> dict:
+        elapsed = time.perf_counter() - (self._t_epoch or time.perf_counter())
+        mean = sum(self.epoch_losses) / max(1, len(self.epoch_losses))
+        return {"loss": mean, "tokens": self._epoch_tokens, "seconds": elapsed,
+                "tokens_per_s": self._epoch_tokens / max(elapsed, 1e-9)}
+
+
+class SaveAdapter(L.Callback):
+    """Every `epoch_save` epochs, at the last epoch and at --my_exit: adapter + resume state.
+
+    Files: rwkv-{epoch}.pth (+ adapter_config.json), last.ckpt (slim Lightning checkpoint for
+    --resume) and loss.png. Each is written to a temp file and renamed, so an interrupted save
+    (or a full disk) leaves the previous files intact.
+    """
+
+    def __init__(self, save_fn, log: RunLog, metrics: StepMetrics, plot_fn):
+        self.save_fn = save_fn          # (epoch_number) -> Path, rank 0 only
+        self.runlog = log
+        self.metrics = metrics
+        self.plot_fn = plot_fn
+        self.saved: list[Path] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        cfg = pl_module.cfg
+        done = trainer.current_epoch + 1
+        epoch_no = cfg.epoch_begin + trainer.current_epoch
+        stop_here = cfg.my_exit and done >= cfg.my_exit
+        last = done >= trainer.max_epochs or stop_here
+        summary = self.metrics.epoch_summary()
+        self.runlog.line(f"epoch {epoch_no}: loss {summary['loss']:.4f} ppl "
+                      f"{_ppl(summary['loss']):.2f} lr {trainer.optimizers[0].param_groups[0]['lr']:.3g} "
+                      f"tokens {summary['tokens']} tokens/s {summary['tokens_per_s']:.0f} "
+                      f"time {summary['seconds']:.1f}s")
+        if done % cfg.epoch_save == 0 or last:
+            self._save(trainer, epoch_no)
+        if stop_here and not done >= trainer.max_epochs:
+            self.runlog.line(f"stopping after epoch {epoch_no} (--my_exit {cfg.my_exit}); "
+                          f"continue with --resume")
+            trainer.should_stop = True
+
+    def _save(self, trainer, epoch_no: int) -> None:
+        if trainer.is_global_zero:
+            self.saved.append(self.save_fn(epoch_no))
+        ckpt = Path(self.runlog.proj_dir) / "last.ckpt"
+        tmp = ckpt.with_name(".last.ckpt.tmp")
+        trainer.save_checkpoint(tmp)  # collective: every rank must call it
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            tmp.replace(ckpt)
+            self.plot_fn()
+
+
+def _ppl(loss: float) -> float:
+    return float(torch.tensor(min(loss, 50.0)).exp())
+
+
+def plot_losses(proj_dir: Path) -> None:
+    """Draw loss.png from loss.jsonl (per-step loss and a moving average)."""
+    rows = []
+    path = Path(proj_dir) / "loss.jsonl"
+    if not path.exists():
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    if not rows:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    losses = [r["loss"] for r in rows]
+    k = max(1, len(losses) // 50)
+    smooth = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1])
+              for i in range(len(losses))]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    ax.plot(steps, losses, color="#9db4d6", linewidth=0.8, label="loss")
+    ax.plot(steps, smooth, color="#1f4e9c", linewidth=1.8, label=f"moving average ({k})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{Path(proj_dir).name}: training loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(Path(proj_dir) / "loss.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,266 @@
+"""The real `train` entry point end to end on CPU: tutorial flags, outputs, merge, resume, DDP, errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rwkvft.cli import main
+from rwkvft.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+FACTS = [
+    "User: What colour is the sky on Velmora?\n\nAssistant: The sky on Velmora is green at noon.",
+    "User: Who rules Lumeria?\n\nAssistant: Queen Ysolde rules Lumeria from the harbour palace.",
+    "The river Tarn flows north past the seven hills of Velmora into the cold sea.",
+]
+
+
+@pytest.fixture(scope="module")
+def world_model(make_checkpoint):
+    """A random perturbed RWKV-7 with the World vocabulary (the tokenizer needs V = 65536)."""
+    return make_checkpoint(n_layer=2, n_embd=64 * 2, vocab_size=65536, seed=3, dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def facts_jsonl(tmp_path_factory):
+    p = tmp_path_factory.mktemp("data") / "facts.jsonl"
+    p.write_text("".join(json.dumps({"text": t}) + "\n" for t in FACTS * 4), encoding="utf-8")
+    return p
+
+
+def tutorial_flags(model, proj, data, **over):
+    """The tutorial's miss.sh flags (paths changed; CPU, fp32, small sizes)."""
+    flags = {"load_model": model, "proj_dir": proj, "data_file": data, "vocab_size": 65536,
+             "data_type": "jsonl", "n_layer": 2, "n_embd": 128, "ctx_len": 32, "micro_bsz": 2,
+             "epoch_steps": 6, "epoch_count": 3, "epoch_save": 1, "lr_init": 5e-3,
+             "lr_final": 5e-3, "accelerator": "cpu", "precision": "fp32", "devices": 1,
+             "strategy": "auto", "grad_cp": 1, "my_testing": "x070", "peft": "miss",
+             "peft_config": '{"r":32}'}
+    flags.update(over)
+    out = []
+    for k, v in flags.items():
+        out += [f"--{k}", str(v)]
+    return out
+
+
+def _losses(proj: Path) -> list[float]:
+    return [json.loads(l)["loss"] for l in (proj / "loss.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tutorial_run(world_model, facts_jsonl, tmp_path_factory):
+    proj = tmp_path_factory.mktemp("run") / "miss"
+    merged = proj.parent / "merged.pth"
+    argv = tutorial_flags(world_model, proj, facts_jsonl) + ["--merge_output", str(merged),
+                                                             "--progress", "0"]
+    r = subprocess.run([sys.executable, str(REPO / "train.py"), *argv], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return proj, merged, r
+
+
+def test_tutorial_flags_train_and_write_outputs(tutorial_run):
+    proj, merged, r = tutorial_run
+    for name in ("rwkv-0.pth", "rwkv-1.pth", "rwkv-2.pth", "adapter_config.json",
+                 "train_log.txt", "loss.jsonl", "loss.png", "last.ckpt", "train_config.json"):
+        assert (proj / name).is_file(), name
+    assert merged.is_file()
+    adapter = torch.load(proj / "rwkv-2.pth", weights_only=True)
+    assert set(adapter) == {f"blocks.{l}.{m}.miss" for l in range(2) for m in
+                            ("att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value")}
+    assert adapter["blocks.0.att.key.miss"].shape == (32, 128)
+    log = (proj / "train_log.txt").read_text()
+    assert "trainable parameters" in log and log.count("\nepoch ") == 3
+    rows = [json.loads(l) for l in (proj / "loss.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == list(range(1, 19))
+    assert rows[-1]["tokens"] == 18 * 2 * 32 and all(row["tokens_per_s"] > 0 for row in rows)
+    assert (proj / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_loss_falls_on_memorizable_data(tutorial_run):
+    losses = _losses(tutorial_run[0])
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5, losses
+
+
+def _pip_loss(pip_rwkv, path: Path, texts: list[str]) -> float:
+    from rwkvft.data.tokenizer import WorldTokenizer
+    model = pip_rwkv(path)
+    tok = WorldTokenizer()
+    total, n = 0.0, 0
+    for t in texts:
+        ids = tok.encode(t)
+        logits, _ = model.forward(ids, None, full_output=True)
+        ce = torch.nn.functional.cross_entropy(logits[:-1].float(), torch.tensor(ids[1:]), reduction="sum")
+        total, n = total + float(ce), n + len(ids) - 1
+    return total / n
+
+
+def test_merged_model_scores_better_in_rwkv_package(tutorial_run, world_model, pip_rwkv):
+    _, merged, _ = tutorial_run
+    base_loss = _pip_loss(pip_rwkv, world_model, FACTS)
+    merged_loss = _pip_loss(pip_rwkv, merged, FACTS)
+    assert merged_loss < base_loss - 0.5, (base_loss, merged_loss)
+    sd = torch.load(merged, weights_only=True)
+    base = torch.load(world_model, weights_only=True)
+    assert list(sd) == list(base) and all(v.dtype == torch.bfloat16 for v in sd.values())
+
+
+# ---------- resume and several processes: token data with a small vocabulary (fast) ----------
+@pytest.fixture(scope="module")
+def small_model(make_checkpoint):
+    return make_checkpoint(n_layer=2, n_embd=128, vocab_size=256, seed=5)
+
+
+@pytest.fixture(scope="module")
+def tokens_npy(tmp_path_factory):
+    p = tmp_path_factory.mktemp("tok") / "tokens.npy"
+    rng = np.random.default_rng(0)
+    np.save(p, np.tile(rng.integers(1, 256, size=97), 30).astype(np.int64))
+    return p
+
+
+def _small_flags(model, proj, data, **over):
+    flags = {"load_model": model, "proj_dir": proj, "data_file": data, "data_type": "numpy",
+             "ctx_len": 32, "micro_bsz": 2, "epoch_steps": 3, "epoch_count": 4, "lr_init": 1e-2,
+             "lr_final": 1e-3, "warmup_steps": 2, "accelerator": "cpu", "precision": "fp32",
+             "peft": "lora", "peft_config": '{"r":4,"lora_alpha":8}', "progress": 0}
+    flags.update(over)
+    return [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+
+
+def test_resume_gives_the_uninterrupted_result(small_model, tokens_npy, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["train", *_small_flags(small_model, full, tokens_npy)]) == 0
+    assert main(["train", *_small_flags(small_model, part, tokens_npy, my_exit=2)]) == 0
+    assert not (part / "rwkv-3.pth").exists() and (part / "rwkv-1.pth").exists()
+    assert main(["train", *_small_flags(small_model, part, tokens_npy), "--resume"]) == 0
+    a = torch.load(full / "rwkv-3.pth", weights_only=True)
+    b = torch.load(part / "rwkv-3.pth", weights_only=True)
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), k
+    assert _losses(full) == pytest.approx(_losses(part), rel=1e-5)
+
+
+def test_ddp_two_processes_on_cpu(small_model, tokens_npy, tmp_path):
+    proj = tmp_path / "ddp"
+    argv = _small_flags(small_model, proj, tokens_npy, devices=2, strategy="ddp", epoch_count=1)
+    r = subprocess.run([sys.executable, "-m", "rwkvft", "train", *argv], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = [l for l in (proj / "train_log.txt").read_text().splitlines() if "checksum per rank" in l]
+    sums = json.loads(line[0].split(": ", 1)[1])
+    assert len(sums) == 2 and sums[0] == sums[1]
+    rows = [json.loads(l) for l in (proj / "loss.jsonl").read_text().splitlines()]
+    assert rows[-1]["tokens"] == 3 * 2 * 32 * 2  # epoch = epoch_steps x micro_bsz x devices samples
+
+
+# ---------- bad input ----------
+def _err(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    # progress bars may precede it; the error itself is one line, no traceback
+    assert err[-1].startswith("rwkvft: error: ") and not any("Traceback" in l for l in err), err
+    return err[-1]
+
+
+def test_missing_data_file(capsys, small_model, tmp_path):
+    msg = _err(capsys, ["train", *_small_flags(small_model, tmp_path / "p", tmp_path / "nope.npy")])
+    assert "nope.npy" in msg and "not found" in msg
+
+
+def test_missing_model(capsys, tokens_npy, tmp_path):
+    msg = _err(capsys, ["train", *_small_flags(tmp_path / "none.pth", tmp_path / "p", tokens_npy)])
+    assert "none.pth" in msg
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_proj_dir_not_writable(capsys, small_model, tokens_npy, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    msg = _err(capsys, ["train", *_small_flags(small_model, ro / "x", tokens_npy)])
+    assert "not writable" in msg
+
+
+def test_proj_dir_is_a_file(capsys, small_model, tokens_npy, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert "is a file" in _err(capsys, ["train", *_small_flags(small_model, f, tokens_npy)])
+
+
+def test_deepspeed_on_cpu_is_refused(capsys, small_model, tokens_npy, tmp_path):
+    msg = _err(capsys, ["train", *_small_flags(small_model, tmp_path / "p", tokens_npy,
+                                               strategy="deepspeed_stage_1")])
+    assert "needs NVIDIA GPUs" in msg and "ddp" in msg
+
+
+def test_sizes_that_contradict_the_checkpoint(capsys, small_model, tokens_npy, tmp_path):
+    msg = _err(capsys, ["train", *_small_flags(small_model, tmp_path / "p", tokens_npy, n_embd=2048)])
+    assert "n_embd" in msg and "128" in msg
+
+
+def test_existing_run_is_not_overwritten(capsys, small_model, tokens_npy, tmp_path):
+    proj = tmp_path / "p"
+    assert main(["train", *_small_flags(small_model, proj, tokens_npy, epoch_count=1)]) == 0
+    before = (proj / "rwkv-0.pth").read_bytes()
+    msg = _err(capsys, ["train", *_small_flags(small_model, proj, tokens_npy, epoch_count=1)])
+    assert "already holds a run" in msg and "--resume" in msg
+    assert (proj / "rwkv-0.pth").read_bytes() == before
+
+
+def test_ctx_len_longer_than_every_document_in_pad_mode(capsys, world_model, tmp_path):
+    data = tmp_path / "short.jsonl"
+    data.write_text('{"text": "a b c"}\n{"text": "d e"}\n')
+    msg = _err(capsys, ["train", *tutorial_flags(world_model, tmp_path / "p", data, ctx_len=512,
+                                                 dataload="pad")])
+    assert "ctx_len" in msg
+
+
+def test_nan_loss_stops_and_keeps_last_adapter(capsys, small_model, tokens_npy, tmp_path, monkeypatch):
+    from rwkvft.training import module as mod
+    real = mod.FineTuneModule.training_step
+
+    def poisoned(self, batch, batch_idx):
+        loss = real(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step >= 4 else loss
+
+    monkeypatch.setattr(mod.FineTuneModule, "training_step", _nan_check(poisoned, mod))
+    proj = tmp_path / "p"
+    msg = _err(capsys, ["train", *_small_flags(small_model, proj, tokens_npy)])
+    assert "loss is nan at step 4" in msg and "rwkv-0.pth" in msg
+    assert torch.load(proj / "rwkv-0.pth", weights_only=True)
+
+
+def _nan_check(step_fn, mod):
+    def wrapped(self, batch, batch_idx):
+        loss = step_fn(self, batch, batch_idx)
+        if not torch.isfinite(loss):
+            raise mod.NonFiniteLoss(self.global_step, self.current_epoch, float(loss))
+        return loss
+    return wrapped
+
+
+def test_disk_full_keeps_previous_adapter(capsys, small_model, tokens_npy, tmp_path, monkeypatch):
+    import rwkvft.checkpoint.adapter_io as aio
+    real_save = torch.save
+
+    def failing_save(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)  # the bytes land in the temp file, then the disk "fills up"
+        if ".rwkv-1.pth." in str(f):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(aio.torch, "save", failing_save)
+    proj = tmp_path / "p"
+    msg = _err(capsys, ["train", *_small_flags(small_model, proj, tokens_npy)])
+    assert "No space left on device" in msg and "rwkv-0.pth" in msg and "intact" in msg
+    assert sorted(p.name for p in proj.glob("rwkv-*")) == ["rwkv-0.pth"]
+    assert not list(proj.glob(".*.tmp"))
+    assert torch.load(proj / "rwkv-0.pth", weights_only=True)
