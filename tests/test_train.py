@@ -264,3 +264,28 @@ def test_disk_full_keeps_previous_adapter(capsys, small_model, tokens_npy, tmp_p
     assert sorted(p.name for p in proj.glob("rwkv-*")) == ["rwkv-0.pth"]
     assert not list(proj.glob(".*.tmp"))
     assert torch.load(proj / "rwkv-0.pth", weights_only=True)
+
+
+def test_generate_with_adapter_equals_merged_fp32(tutorial_run, world_model, tmp_path, capsys):
+    proj, _, _ = tutorial_run
+    merged32 = tmp_path / "m32.pth"
+    assert main(["merge", "--base", str(world_model), "--adapter", str(proj / "rwkv-2.pth"),
+                 "--output", str(merged32), "--dtype", "fp32"]) == 0
+    capsys.readouterr()
+    common = ["--prompt", "User: Who rules Lumeria?\n\nAssistant:", "--max_tokens", "8",
+              "--temperature", "0"]
+    assert main(["generate", "--model", str(world_model), "--adapter", str(proj / "rwkv-2.pth"), *common]) == 0
+    with_adapter = capsys.readouterr().out
+    assert main(["generate", "--model", str(merged32), *common]) == 0
+    assert capsys.readouterr().out == with_adapter
+    assert main(["generate", "--model", str(world_model), *common]) == 0
+    assert capsys.readouterr().out != with_adapter
+
+
+def test_time_part_skips_unused_layer0_value_residual(make_checkpoint):
+    from rwkvft.adapters import inject, parse_peft
+    from rwkvft.models import load_model
+    model = load_model(make_checkpoint(n_layer=2, n_embd=128, vocab_size=256, seed=5))
+    names = inject(model, parse_peft("miss", '{"r":16}'), ["time"])
+    assert "blocks.1.att.v0" in names and "blocks.0.att.w1" in names
+    assert not {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"} & set(names)

@@ -26,9 +26,12 @@ DEFAULT_TARGETS = {"x070": V7_TARGETS, "x060": V6_TARGETS, "x052": V6_TARGETS}
 _LN = re.compile(r"(^|\.)(ln0|ln1|ln2|ln_x|ln_out)\.(weight|bias)$")
 _V7_TIME = re.compile(r"(^|\.)(att\.(x_[rwkvag]|w0|a0|v0|k_k|k_a|r_k|[wavg][12])|ffn\.x_k)$")
 _V6_TIME = re.compile(r"(^|\.)time_[A-Za-z0-9_]+$")
+# Some x070 files carry layer-0 att.v0/v1/v2, which the model never uses (layer 0 makes
+# v_first). Training them would only give DDP unused parameters and the optimizer dead state.
+_V7_UNUSED = re.compile(r"(^|\.)blocks\.0\.att\.v[012]$")
 _PART_MATCH = {
     "ln": lambda n: bool(_LN.search(n)),
-    "time": lambda n: bool(_V7_TIME.search(n) or _V6_TIME.search(n)),
+    "time": lambda n: bool((_V7_TIME.search(n) and not _V7_UNUSED.search(n)) or _V6_TIME.search(n)),
     "emb": lambda n: n.startswith("emb."),
     "head": lambda n: n.startswith("head."),
 }

@@ -122,6 +122,22 @@ def merge_state_dict(base_sd: dict, adapter_sd: dict, config: dict) -> dict:
     return _apply(base_sd, adapter_sd, _as_dict(config), +1)
 
 
+def merge_adapter_file(base_sd: dict, adapter_path, lora_alpha: float | None = None):
+    """Read an adapter (ours or RWKV-PEFT's), check it fits `base_sd`, return (merged, config)."""
+    from .adapter_io import check_fingerprint, read_adapter
+
+    adapter_sd, config = read_adapter(adapter_path)
+    if lora_alpha is not None:
+        if config.get("method") != "lora":
+            raise UserError(f"--lora_alpha applies to LoRA adapters only; this one is "
+                            f"{config.get('method')}: drop the flag")
+        if lora_alpha <= 0:
+            raise UserError(f"--lora_alpha must be positive, got {lora_alpha:g}")
+        config = dict(config, alpha=lora_alpha)
+    check_fingerprint(config.get("base"), base_sd)
+    return merge_state_dict(base_sd, adapter_sd, config), config, adapter_sd
+
+
 def unmerge_state_dict(merged_sd: dict, adapter_sd: dict, config: dict) -> dict:
     """Undo merge_state_dict for the adapted weights. Full tensors the adapter replaced
     (trained ln/time/...) keep their trained values: the originals are not in the adapter."""

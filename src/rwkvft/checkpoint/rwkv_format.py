@@ -22,6 +22,10 @@ _VERSIONS = {"x070": ("7", "v7", "x070", "rwkv7", "rwkv-7"),
              "x052": ("5", "v5", "x052", "5.2", "v5.2", "rwkv5", "rwkv-5")}
 # vectors stored (1,1,C) in official files; HF/fla conversions and squeezed dumps use (C,)
 X070_VECTORS = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "v0", "k_k", "k_a")
+# RWKV-6 (att and ffn) and RWKV-5.2 (1,1,C) vectors: the token-shift mixes and v6's decay bias
+X060_VECTORS = ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r",
+                "time_maa_g", "time_decay")
+X052_VECTORS = ("time_mix_k", "time_mix_v", "time_mix_r", "time_mix_g")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,11 +92,8 @@ def _check_is_state_dict(sd, p: Path) -> None:
 # architecture inference
 
 def infer_config(sd: dict[str, torch.Tensor]) -> ModelConfig:
-    """Read version and every size from tensor shapes alone (spec §2.3).
-
-    RWKV-6/5 files are recognised and described (their loaders come later); only the model
-    builder refuses them.
-    """
+    """Read version and every size from tensor shapes alone (spec §2.3), then check that every
+    official tensor is present with its shape."""
     if "_strategy" in sd:
         raise UserError("this checkpoint was pre-converted by the rwkv pip package (it has "
                         "'_strategy'); use the original .pth instead")
@@ -102,9 +103,9 @@ def infer_config(sd: dict[str, torch.Tensor]) -> ModelConfig:
         cfg = _infer_x070(sd, n_layer)
         check_x070_tensors(sd, cfg)
         return cfg
-    if version == "x060":
-        return _infer_x060(sd, n_layer)
-    return _infer_x052(sd, n_layer)
+    cfg = _infer_x060(sd, n_layer) if version == "x060" else _infer_x052(sd, n_layer)
+    check_tensors(sd, cfg)
+    return cfg
 
 
 def detect_version(sd) -> str:
@@ -164,22 +165,88 @@ def _infer_x070(sd, n_layer: int) -> ModelConfig:
         layer0_v="blocks.0.att.v0" in sd)
 
 
+def _require(sd, keys, what: str) -> None:
+    missing = [k for k in keys if k not in sd]
+    if missing:
+        raise UserError(f"{what} checkpoint is missing {', '.join(missing[:3])}; "
+                        f"the file is incomplete, re-download or re-export it")
+
+
 def _infer_x060(sd, n_layer: int) -> ModelConfig:
+    a = "blocks.0.att."
+    _require(sd, (a + "time_faaaa", a + "time_maa_w1", a + "time_decay_w1", "blocks.0.ffn.key.weight"),
+             "RWKV-6")
     vocab_size, n_embd = sd["emb.weight"].shape
-    n_head, head_size = sd["blocks.0.att.time_faaaa"].shape[:2]
+    maa_w1 = sd[a + "time_maa_w1"]
+    if maa_w1.dim() != 2 or maa_w1.shape[1] % 5:
+        raise UserError(f"tensor {a}time_maa_w1 has shape {tuple(maa_w1.shape)}, expected (C, 5*Dm) "
+                        f"(one block per mix w, k, v, r, g); the file is inconsistent, re-export it")
     return ModelConfig(
-        version="x060", n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size, head_size=head_size,
-        dim_ffn=sd["blocks.0.ffn.key.weight"].shape[0],
-        d_decay=sd["blocks.0.att.time_decay_w1"].shape[1],
-        d_mix=sd["blocks.0.att.time_maa_w1"].shape[1] // 5, layer0_v=False)
+        version="x060", n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size,
+        head_size=_head_size(sd[a + "time_faaaa"]), dim_ffn=sd["blocks.0.ffn.key.weight"].shape[0],
+        d_decay=sd[a + "time_decay_w1"].shape[1], d_mix=maa_w1.shape[1] // 5, layer0_v=False)
 
 
 def _infer_x052(sd, n_layer: int) -> ModelConfig:
+    _require(sd, ("blocks.0.ffn.key.weight",), "RWKV-5")
     vocab_size, n_embd = sd["emb.weight"].shape
-    n_head, head_size = sd["blocks.0.att.time_decay"].shape
     return ModelConfig(
-        version="x052", n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size, head_size=head_size,
+        version="x052", n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size,
+        head_size=_head_size(sd["blocks.0.att.time_decay"]),  # (H, N): detect_version checked 2-D
         dim_ffn=sd["blocks.0.ffn.key.weight"].shape[0], layer0_v=False)
+
+
+def _head_size(per_head: torch.Tensor) -> int:
+    # (H, N) in official files; a flattened (C,) tensor carries no head count: assume N = 64,
+    # the head size of every released RWKV-5/6/7 model
+    return per_head.shape[-1] if per_head.dim() == 2 else 64
+
+
+def official_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every key of an official file of cfg.version with its official shape, in order."""
+    if cfg.version == "x070":
+        return x070_shapes(cfg)
+    if cfg.version in ("x060", "x052"):
+        return x060_shapes(cfg) if cfg.version == "x060" else x052_shapes(cfg)
+    raise UserError(f"unknown model version {cfg.version!r}; use x070, x060 or x052")
+
+
+def _v6_family_shapes(cfg: ModelConfig, att_params, ffn_mixes) -> dict[str, tuple[int, ...]]:
+    """RWKV-5.2/6 layout: version-specific att parameters, then the shared projections."""
+    C, V, F = cfg.n_embd, cfg.vocab_size, cfg.dim_ffn
+    shapes: dict[str, tuple[int, ...]] = {"emb.weight": (V, C)}
+    for l in range(cfg.n_layer):
+        p = f"blocks.{l}."
+        if l == 0:
+            shapes.update({p + "ln0.weight": (C,), p + "ln0.bias": (C,)})
+        for ln in ("ln1", "ln2"):
+            shapes.update({f"{p}{ln}.weight": (C,), f"{p}{ln}.bias": (C,)})
+        shapes.update({f"{p}att.{name}": shape for name, shape in att_params.items()})
+        for name in ("receptance", "key", "value", "output", "gate"):
+            shapes[f"{p}att.{name}.weight"] = (C, C)
+        shapes.update({p + "att.ln_x.weight": (C,), p + "att.ln_x.bias": (C,)})
+        shapes.update({f"{p}ffn.{name}": (1, 1, C) for name in ffn_mixes})
+        shapes.update({p + "ffn.key.weight": (F, C), p + "ffn.receptance.weight": (C, C),
+                       p + "ffn.value.weight": (C, F)})
+    shapes.update({"ln_out.weight": (C,), "ln_out.bias": (C,), "head.weight": (V, C)})
+    return shapes
+
+
+def x060_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every key of an official RWKV-6 file with its official shape (spec §5.3), in order."""
+    C, H, N, Dm, Dd = cfg.n_embd, cfg.n_head, cfg.head_size, cfg.d_mix, cfg.d_decay
+    att = {name: (1, 1, C) for name in X060_VECTORS[:-1]}
+    att.update({"time_maa_w1": (C, 5 * Dm), "time_maa_w2": (5, Dm, C), "time_decay": (1, 1, C),
+                "time_decay_w1": (C, Dd), "time_decay_w2": (Dd, C), "time_faaaa": (H, N)})
+    return _v6_family_shapes(cfg, att, ("time_maa_k", "time_maa_r"))
+
+
+def x052_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every key of an official RWKV-5.2 file with its official shape (spec §5.4), in order."""
+    C, H, N = cfg.n_embd, cfg.n_head, cfg.head_size
+    att = {name: (1, 1, C) for name in X052_VECTORS}
+    att.update({"time_decay": (H, N), "time_faaaa": (H, N)})
+    return _v6_family_shapes(cfg, att, ("time_mix_k", "time_mix_r"))
 
 
 def x070_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -210,25 +277,41 @@ def x070_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+_VERSION_LABELS = {"x070": "RWKV-7", "x060": "RWKV-6", "x052": "RWKV-5.2"}
+
+
 def check_x070_tensors(sd, cfg: ModelConfig) -> None:
     """Every official key present with its shape ((C,) accepted for vectors and r_k)."""
+    check_tensors(sd, cfg)
+
+
+def check_tensors(sd, cfg: ModelConfig) -> None:
+    """Every official key of cfg.version present with its shape. (C,) is accepted for the
+    (1,1,C) vectors and the per-head (H,N) tensors (squeezed / HF-converted files)."""
+    label = _VERSION_LABELS.get(cfg.version, cfg.version)
     if cfg.n_embd % cfg.head_size:
         raise UserError(f"n_embd {cfg.n_embd} is not a multiple of the head size {cfg.head_size}; "
                         f"the checkpoint is inconsistent")
-    want = x070_shapes(cfg)
+    want = official_shapes(cfg)
     missing = [k for k in want if k not in sd]
     if missing:
-        raise UserError(f"RWKV-7 checkpoint is missing {len(missing)} tensor(s), e.g. "
+        raise UserError(f"{label} checkpoint is missing {len(missing)} tensor(s), e.g. "
                         f"{', '.join(missing[:3])}; the file is incomplete, re-download or re-export it")
     for k, shape in want.items():
         got = tuple(sd[k].shape)
-        if got != shape and not (got == (cfg.n_embd,) and _is_vector_key(k)):
-            raise UserError(f"tensor {k} has shape {got}, expected {shape} for this RWKV-7 model; "
+        if got != shape and not (got == (cfg.n_embd,) and is_vector_key(k, cfg.version)):
+            raise UserError(f"tensor {k} has shape {got}, expected {shape} for this {label} model; "
                             f"the file is inconsistent, re-export it")
 
 
-def _is_vector_key(key: str) -> bool:
-    return key.rsplit(".", 1)[-1] in X070_VECTORS + ("r_k",)
+def is_vector_key(key: str, version: str) -> bool:
+    """Keys whose official shape is (1,1,C) or per-head (H,N) but may be stored flat as (C,)."""
+    name = key.rsplit(".", 1)[-1]
+    if version == "x070":
+        return name in X070_VECTORS + ("r_k",)
+    if version == "x060":
+        return name in X060_VECTORS + ("time_faaaa",)
+    return name in X052_VECTORS + ("time_faaaa",)
 
 
 # ---------------------------------------------------------------------------------------------

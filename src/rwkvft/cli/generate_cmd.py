@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top_p", type=float, default=0.85, help="nucleus sampling mass, in (0, 1]")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same text")
     parser.add_argument("--op", default="chunked", help="WKV op: chunked (CPU) or reference")
+    parser.add_argument("--adapter", default=None,
+                        help="adapter file (rwkv-N.pth from training) merged in memory first")
+    parser.add_argument("--lora_alpha", type=float, default=None,
+                        help="alpha for RWKV-PEFT LoRA adapter files (ours record it)")
 
 
 def _check(args) -> None:
@@ -67,12 +71,21 @@ def stream_tokens(model, prompt_ids: list[int], max_tokens: int, temperature: fl
             model.op = prompt_op
 
 
+def _load(model_path, adapter_path, lora_alpha):
+    from ..models import load_model, model_from_state_dict
+    if adapter_path is None:
+        return load_model(model_path)
+    from ..checkpoint import read_state_dict
+    from ..checkpoint.merge import merge_adapter_file
+    merged, _, _ = merge_adapter_file(read_state_dict(model_path), adapter_path, lora_alpha)
+    return model_from_state_dict(merged)
+
+
 def run(args: argparse.Namespace) -> int:
     _check(args)
     from ..data.tokenizer import WorldTokenizer
-    from ..models import load_model
     tokenizer = WorldTokenizer()
-    model = load_model(args.model)
+    model = _load(args.model, args.adapter, args.lora_alpha)
     model.op = args.op
     if model.config.vocab_size != tokenizer.vocab_size:
         raise UserError(f"generate needs a World-vocabulary model (vocab {tokenizer.vocab_size}); "

@@ -81,23 +81,12 @@ def _write(sd: dict, out: Path, fmt: str, dtype_name: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint.adapter_io import check_fingerprint, read_adapter
-    from ..checkpoint.merge import merge_state_dict
+    from ..checkpoint.merge import merge_adapter_file
     from ..checkpoint.rwkv_format import read_state_dict
 
     base, adapter, out = _check_paths(args)
     fmt = _resolve_format(out, args.format)
-    adapter_sd, config = read_adapter(adapter)
-    if args.lora_alpha is not None:
-        if config.get("method") != "lora":
-            raise UserError(f"--lora_alpha applies to LoRA adapters only; this one is "
-                            f"{config.get('method')}: drop the flag")
-        if args.lora_alpha <= 0:
-            raise UserError(f"--lora_alpha must be positive, got {args.lora_alpha:g}")
-        config = dict(config, alpha=args.lora_alpha)
-    base_sd = read_state_dict(base)
-    check_fingerprint(config.get("base"), base_sd)
-    merged = merge_state_dict(base_sd, adapter_sd, config)
+    merged, config, adapter_sd = merge_adapter_file(read_state_dict(base), adapter, args.lora_alpha)
     dtype_name = _write(merged, out, fmt, args.dtype)
     n = sum(1 for k in adapter_sd if k.rpartition(".")[2] in ("miss", "lora_A"))
     mode = f" {config['mode']}" if config.get("method") == "miss" else ""

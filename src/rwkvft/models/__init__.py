@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..errors import UserError
 from .config import ModelConfig
 
-SUPPORTED_VERSIONS = ("x070",)
+SUPPORTED_VERSIONS = ("x070", "x060", "x052")
 
 
 def build_model(cfg: ModelConfig):
@@ -13,21 +13,26 @@ def build_model(cfg: ModelConfig):
     if cfg.version == "x070":
         from .rwkv7 import RWKV7
         return RWKV7(cfg)
-    if cfg.version == "x060":
-        raise UserError("this is an RWKV-6 (x060) checkpoint; RWKV-6 support arrives later, "
-                        "use an RWKV-7 (x070) model for now")
-    if cfg.version == "x052":
-        raise UserError("this is an RWKV-5 (x052) checkpoint; RWKV-5 is not supported yet, "
-                        "use an RWKV-7 (x070) model")
-    raise UserError(f"unknown model version {cfg.version!r}; rwkvft runs RWKV-7 (x070) models")
+    if cfg.version in ("x060", "x052"):
+        from .rwkv6 import RWKV6
+        return RWKV6(cfg)
+    raise UserError(f"unknown model version {cfg.version!r}; rwkvft runs x070 (RWKV-7), "
+                    f"x060 (RWKV-6) and x052 (RWKV-5.2) models")
 
 
 def load_model(path, device="cpu", dtype=None):
     """Load an official checkpoint (.pth / .safetensors) as an nn.Module in `dtype` (fp32 default)."""
     import torch
 
-    from ..checkpoint import infer_config, read_state_dict
-    sd = read_state_dict(path)
+    from ..checkpoint import read_state_dict
+    return model_from_state_dict(read_state_dict(path), device=device, dtype=dtype)
+
+
+def model_from_state_dict(sd, device="cpu", dtype=None):
+    """An eval-mode model holding the official state dict `sd`, in `dtype` (fp32 default)."""
+    import torch
+
+    from ..checkpoint import infer_config
     cfg = infer_config(sd)
     _refuse_extra_keys(sd, cfg)
     with torch.device("meta"):  # no throw-away random init: the file's tensors are assigned
@@ -36,32 +41,31 @@ def load_model(path, device="cpu", dtype=None):
     return model.to(device=device, dtype=torch.float32 if dtype is None else dtype).eval()
 
 
+_LABELS = {"x070": "an RWKV-7", "x060": "an RWKV-6", "x052": "an RWKV-5.2"}
+
+
 def _refuse_extra_keys(sd, cfg: ModelConfig) -> None:
-    from ..checkpoint.rwkv_format import x070_shapes
-    if cfg.version != "x070":
-        build_model(cfg)  # refuses with the version's own message
-    extra = [k for k in sd if k not in x070_shapes(cfg)]
+    from ..checkpoint.rwkv_format import official_shapes
+    official = official_shapes(cfg)
+    extra = [k for k in sd if k not in official]
     if extra:
-        raise UserError(f"checkpoint has {len(extra)} tensor(s) an RWKV-7 model does not use, e.g. "
-                        f"{', '.join(extra[:3])}; remove them (or merge adapters first with rwkvft merge)")
+        raise UserError(f"checkpoint has {len(extra)} tensor(s) {_LABELS[cfg.version]} model does not "
+                        f"use, e.g. {', '.join(extra[:3])}; remove them (or merge adapters first "
+                        f"with rwkvft merge)")
 
 
 def to_module_shapes(sd, cfg: ModelConfig):
-    """Reshape (C,) vectors to (1,1,C) and a flat r_k to (H,N), the module's (official) shapes."""
-    C = cfg.n_embd
+    """Reshape flat (C,) vectors and per-head tensors (r_k, time_faaaa) to the module's
+    (official) shapes: (1,1,C) and (H,N)."""
+    from ..checkpoint.rwkv_format import official_shapes
+    shapes = official_shapes(cfg)
     out = {}
     for k, t in sd.items():
-        if k.endswith(".att.r_k") and t.dim() == 1:
-            t = t.view(cfg.n_head, cfg.head_size)
-        elif t.shape == (C,) and _is_module_vector(k):
-            t = t.view(1, 1, C)
+        want = shapes.get(k)
+        if want is not None and t.dim() == 1 and len(want) > 1 and t.numel() == cfg.n_embd:
+            t = t.view(want)
         out[k] = t
     return out
 
 
-def _is_module_vector(key: str) -> bool:
-    from ..checkpoint.rwkv_format import X070_VECTORS
-    return ".att." in key and key.rsplit(".", 1)[-1] in X070_VECTORS or key.endswith(".ffn.x_k")
-
-
-__all__ = ["ModelConfig", "build_model", "load_model", "to_module_shapes"]
+__all__ = ["ModelConfig", "build_model", "load_model", "model_from_state_dict", "to_module_shapes"]

@@ -1,5 +1,5 @@
 """Fresh RWKV-7 weights: the official initialisation (spec rwkv_arch.md §3) and random
-perturbations for tests and benchmarks.
+perturbations for tests and benchmarks; random RWKV-6 / RWKV-5.2 test models (§5.3).
 
 The official init makes every block output exactly zero (att.output and ffn.value start at 0),
 so equivalence tests perturb it first (`perturb_state_dict`).
@@ -19,8 +19,10 @@ def _lora_dim(f: float) -> int:
     return max(32, int(round(f / 32) * 32))
 
 
-def new_config(n_layer: int, n_embd: int, vocab_size: int = 65536, head_size: int = 64) -> ModelConfig:
-    """RWKV-7 config with the LoRA dims the released models were built with (spec §2.2)."""
+def new_config(n_layer: int, n_embd: int, vocab_size: int = 65536, head_size: int = 64,
+               version: str = "x070") -> ModelConfig:
+    """Config with the dims the released models were built with: RWKV-7 LoRA dims (spec §2.2),
+    or for x060 / x052 FFN int(3.5C)//32*32 and x060's Dm 32 / Dd 64, doubled at C 4096 (§5.3)."""
     if n_layer < 2:
         raise UserError(f"n_layer must be at least 2 (got {n_layer}): the official init and "
                         f"web-rwkv need two layers or more")
@@ -30,6 +32,14 @@ def new_config(n_layer: int, n_embd: int, vocab_size: int = 65536, head_size: in
     if vocab_size < 1:
         raise UserError(f"vocab_size must be positive (got {vocab_size}); the World vocab is 65536")
     C = n_embd
+    if version in ("x060", "x052"):
+        wide = 2 if C >= 4096 else 1
+        return ModelConfig(version=version, n_layer=n_layer, n_embd=C, vocab_size=vocab_size,
+                           head_size=head_size, dim_ffn=int(3.5 * C) // 32 * 32,
+                           d_decay=64 * wide if version == "x060" else 0,
+                           d_mix=32 * wide if version == "x060" else 0, layer0_v=False)
+    if version != "x070":
+        raise UserError(f"unknown model version {version!r}; use x070, x060 or x052")
     d_gate = 128 if C == 1024 else _lora_dim(0.6 * C ** 0.8)  # released 0.4B used 128, not 160
     return ModelConfig(version="x070", n_layer=n_layer, n_embd=C, vocab_size=vocab_size,
                        head_size=head_size, dim_ffn=4 * C,
@@ -94,9 +104,52 @@ def init_state_dict(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def random_state_dict(cfg: ModelConfig, seed: int = 0, scale: float = 1.0):
-    """A random test model quickly: the official vectors and norms, then perturb_state_dict
-    (the orthogonal matrices are skipped: perturbation replaces them and QR is slow)."""
+    """A random test model of cfg.version quickly: the official vectors and norms, then
+    perturb_state_dict (the orthogonal matrices are skipped: perturbation replaces them and QR
+    is slow). bf16, official key order."""
+    if cfg.version in ("x060", "x052"):
+        return perturb_state_dict(_v6_base_state_dict(cfg), seed, scale)
     return perturb_state_dict(_build_state_dict(cfg, None), seed, scale)
+
+
+def _v6_layer_vectors(cfg: ModelConfig, l: int) -> dict[str, torch.Tensor]:
+    """x060 official init (spec §5.3); x052 gets the same curves as lerp weights (mix = 1 - maa)."""
+    C, L = cfg.n_embd, cfg.n_layer
+    r0, r1 = l / (L - 1), 1.0 - l / L
+    n = torch.arange(C, dtype=torch.float64)
+    ddd = n / C
+    maa = {"w": 1 - ddd ** r1, "k": 1 - ddd ** r1, "v": 1 - (ddd ** r1 + 0.3 * r0),
+           "r": 1 - ddd ** (0.5 * r1), "g": 1 - ddd ** (0.5 * r1)}
+    ffn_maa = 1 - ddd ** (r1 ** 3)
+    decay = -6 + 5 * (n / (C - 1)) ** (0.7 + 1.3 * r0)
+    t = {"att.time_faaaa": r0 * (1 - n / (C - 1)) + 0.1 * ((n + 1) % 3 - 1)}
+    if cfg.version == "x060":
+        t.update({f"att.time_maa_{k}": v for k, v in maa.items()})
+        t.update({"att.time_maa_x": 1 - ddd ** r1, "att.time_decay": decay,
+                  "ffn.time_maa_k": ffn_maa, "ffn.time_maa_r": ffn_maa})
+    else:
+        t.update({f"att.time_mix_{k}": 1 - maa[k] for k in "kvrg"})
+        t.update({"att.time_decay": decay, "ffn.time_mix_k": 1 - ffn_maa, "ffn.time_mix_r": 1 - ffn_maa})
+    return t
+
+
+def _v6_base_state_dict(cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """x060 / x052 vectors and norms; every matrix zero (perturb_state_dict fills them)."""
+    from ..checkpoint.rwkv_format import official_shapes
+    shapes = official_shapes(cfg)
+    flat = {}
+    for l in range(cfg.n_layer):
+        flat.update({f"blocks.{l}.{k}": v for k, v in _v6_layer_vectors(cfg, l).items()})
+    out = {}
+    for k, shape in shapes.items():
+        if k in flat:
+            t = flat[k]
+        elif k.endswith(".weight") and len(shape) == 1:
+            t = torch.ones(shape)  # LayerNorm / GroupNorm gains
+        else:
+            t = torch.zeros(shape)
+        out[k] = t.to(torch.bfloat16).reshape(shape).contiguous()
+    return out
 
 
 def _build_state_dict(cfg: ModelConfig, gen: torch.Generator | None) -> dict[str, torch.Tensor]:
@@ -115,7 +168,24 @@ def _build_state_dict(cfg: ModelConfig, gen: torch.Generator | None) -> dict[str
     return {k: flat[k].to(torch.bfloat16).reshape(shapes[k]).contiguous() for k in shapes}
 
 
-_LINEARS = ("receptance.weight", "key.weight", "value.weight", "output.weight")
+_LINEARS = ("receptance.weight", "key.weight", "value.weight", "output.weight", "gate.weight")
+_V6_MIXES = ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g",
+             "time_mix_k", "time_mix_v", "time_mix_r", "time_mix_g")
+
+
+def _perturb_v6(name: str, x: torch.Tensor, noise: torch.Tensor, scale: float):
+    """RWKV-6/5 `time_*` tensors; None for any other name."""
+    if name in _V6_MIXES:
+        return (x + 0.2 * scale * noise).clamp(0, 1)          # lerp weights
+    if name in ("time_maa_w1", "time_decay_w1"):
+        return x + scale * noise / math.sqrt(x.shape[0])      # x @ w1: fan-in is dim 0
+    if name == "time_maa_w2":                                 # (5, Dm, C): mix offsets ~0.1
+        return x + 0.2 * scale * noise / math.sqrt(x.shape[1])
+    if name == "time_decay_w2":
+        return x + scale * noise / math.sqrt(x.shape[0])
+    if name == "time_decay":                                  # w_ll over ~[-9, 2]: strong decays too
+        return x + scale * noise
+    return None
 
 
 def perturb_state_dict(sd: dict[str, torch.Tensor], seed: int = 0, scale: float = 1.0):
@@ -127,7 +197,10 @@ def perturb_state_dict(sd: dict[str, torch.Tensor], seed: int = 0, scale: float 
         x = t.float()
         noise = torch.randn(x.shape, generator=gen)
         name = k.rsplit(".", 1)[-1]
-        if k.endswith(_LINEARS) or k == "head.weight":
+        v6 = _perturb_v6(name, x, noise, scale) if name.startswith("time_") else None
+        if v6 is not None:
+            x = v6
+        elif k.endswith(_LINEARS) or k == "head.weight":
             x = x + scale * noise / math.sqrt(x.shape[-1])
         elif name in ("w1", "a1", "v1", "g1", "w2", "a2", "v2", "g2"):
             x = x + scale * noise / math.sqrt(x.shape[0])   # used as x @ w: fan-in is dim 0
