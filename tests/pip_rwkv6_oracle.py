@@ -6,7 +6,8 @@ v4-v6 class is no longer reachable, so the RWKV-6/5 oracle needs a fresh interpr
 
     python pip_rwkv6_oracle.py JOBS.json OUT.pt
 JOBS.json: [{"model": "path/to/file.pth", "tokens": [ids...]}, ...]
-OUT.pt: [{"seq": (T,V) logits of one full_output pass, "steps": (T,V) one token at a time}, ...]
+OUT.pt: [{"seq": (T,V) logits of one full_output pass, "steps": (T,V) one token at a time,
+          "wkv": (L,H,N,N) WKV state after the steps, pip's [key, value] layout}, ...]
 """
 from __future__ import annotations
 
@@ -43,7 +44,10 @@ def _main(jobs_path: str, out_path: str) -> None:
         for t in job["tokens"]:
             out, state = model.forward([t], state)
             steps.append(out)
-        results.append({"seq": seq.float().clone(), "steps": torch.stack(steps).float().clone()})
+        # pip's WKV state is [key, value] per head; index i*3+1 of its flat per-layer list
+        wkv = torch.stack([state[i * 3 + 1] for i in range(len(state) // 3)])
+        results.append({"seq": seq.float().clone(), "steps": torch.stack(steps).float().clone(),
+                        "wkv": wkv.float().clone()})
     torch.save(results, out_path)
 
 

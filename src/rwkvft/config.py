@@ -19,6 +19,7 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_
               "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 SCHEDULES = ("cos_decay", "wsd")
 PEFT_METHODS = ("miss", "lora", "pissa")
+QUANT_MODES = ("none", "int8", "nf4")
 
 
 @dataclass
@@ -72,6 +73,7 @@ class TrainConfig:
     strategy: str = "auto"
     grad_cp: int = 0
     op: str = "auto"               # WKV op: auto|chunked|reference|cuda|fla|triton
+    quant: str = "none"            # frozen base weights: none|int8|nf4 (bitsandbytes)
     # peft
     peft: str = "miss"
     peft_config: str = "{}"
@@ -140,7 +142,8 @@ HELP = {
     "precision": "fp32, tf32, fp16 or bf16 (default: bf16 on GPU, fp32 on CPU)",
     "strategy": "Lightning strategy: " + ", ".join(STRATEGIES),
     "grad_cp": "1 = activation checkpointing per block (less memory, slower)",
-    "op": "WKV operator: auto, chunked, reference (CPU); cuda, fla, triton (GPU)",
+    "op": "WKV operator: auto (GPU: cuda, else fla, else chunked), chunked, reference (CPU); cuda, fla, triton (GPU)",
+    "quant": "store the frozen base weights as none, int8 or nf4 (needs the quant extra: bitsandbytes)",
     "peft": "method: miss, lora or pissa",
     "peft_config": "method options as JSON, e.g. '{\"r\":64}' or '{\"r\":8,\"lora_alpha\":32}'",
     "train_parts": "extra trainable parts: ln, time, emb, head",
@@ -267,6 +270,8 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"--accelerator {cfg.accelerator!r} is not one of auto, cpu, gpu")
     if cfg.grad_cp not in (0, 1):
         bad(f"--grad_cp must be 0 or 1, got {cfg.grad_cp}")
+    if cfg.quant not in QUANT_MODES:
+        bad(f"--quant {cfg.quant!r} is not one of {', '.join(QUANT_MODES)}")
     if cfg.adapter_format not in ("pth", "safetensors"):
         bad(f"--adapter_format must be pth or safetensors, got {cfg.adapter_format!r}")
     if not 0 < cfg.wsd_decay_frac <= 1:

@@ -124,7 +124,8 @@ def detect_version(sd) -> str:
             and decay is not None and decay.dim() == 2):
         return "x052"
     raise UserError(f"unsupported architecture (RWKV-4 / RWKV-5.0 or unknown; keys seen: "
-                    f"{_some_keys(sd)}); use an RWKV-7 (x070) checkpoint")
+                    f"{_some_keys(sd)}); use an RWKV-7 (x070), RWKV-6 (x060) or RWKV-5.2 (x052) "
+                    f"checkpoint")
 
 
 def _some_keys(sd, n: int = 5) -> str:

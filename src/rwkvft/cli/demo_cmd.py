@@ -57,7 +57,7 @@ def run(args) -> int:
     shutil.copyfile(SAMPLE_JSONL, data)
     print(f"[2/4] sample data: {data} ({sum(1 for _ in open(data, encoding='utf-8'))} conversations)")
     cfg = TrainConfig(load_model=str(base), proj_dir=str(out / "run"), data_file=str(data),
-                      data_type="jsonl", dataload="pad", ctx_len=128, micro_bsz=4,
+                      data_type="jsonl", dataload="pad", ctx_len=64, micro_bsz=4,
                       epoch_steps=args.epoch_steps, epoch_count=args.epochs, epoch_save=1,
                       lr_init=3e-3, lr_final=1e-3, warmup_steps=5, accelerator="cpu",
                       precision="fp32", peft="miss", peft_config='{"r":32}',

@@ -11,7 +11,9 @@ RWKV-6 / RWKV-5 (x060, x052):  wkv6(r, log_w, k, v, u, state, op)
     y_t = S_{t-1} r_t + (r_t . (u * k_t)) v_t;  S_t = S_{t-1} diag(w_t) + v_t k_t^T
     u = bonus (H, N) (`time_faaaa`); log_w <= 0 with no lower bound.
 
-Ops are chosen by an explicit name; GPU ops are imported lazily, only when asked for.
+Ops are chosen by an explicit name; GPU ops are imported lazily, only when asked for:
+`cuda` (our kernel, RWKV-7, head size 64), `fla` / `triton` (fla-core's chunked Triton ops).
+`resolve_op` turns `auto` into the best op available here.
 """
 from __future__ import annotations
 
@@ -24,10 +26,50 @@ GPU_OPS = ("cuda", "fla", "triton")
 
 
 def _bad_op(op: str) -> UserError:
+    return UserError(f"unknown --op {op!r}; choose one of auto, {', '.join(CPU_OPS + GPU_OPS)}")
+
+
+def op_available(op: str, version: str = "x070") -> tuple[bool, str]:
+    """(True, '') when `op` can run a `version` model here, else (False, one-line reason).
+    May build the CUDA extension (once per process, cached on disk)."""
+    if op in CPU_OPS:
+        return True, ""
+    if op == "cuda":
+        if version != "x070":
+            return False, "the CUDA kernel is RWKV-7 only"
+        from .cuda import available
+        return available()
+    if op in ("fla", "triton"):
+        from .fla import available
+        return available()
+    raise _bad_op(op)
+
+
+def resolve_op(op: str, on_gpu: bool, version: str = "x070") -> tuple[str, str]:
+    """(the op to run, a one-line note for the log, '' when there is nothing to say).
+
+    `auto` picks cuda (RWKV-7), then fla, then chunked on a GPU, saying why it fell back; on
+    CPU it is chunked. An explicit GPU op that cannot run here is a UserError, before training.
+    """
+    if op == "auto":
+        if not on_gpu:
+            return "chunked", ""
+        why = []
+        for cand in (("cuda", "fla") if version == "x070" else ("fla",)):
+            ok, reason = op_available(cand, version)
+            if ok:
+                return cand, (f"--op auto: using {cand} ({'; '.join(why)})" if why else "")
+            why.append(f"{cand}: {reason}")
+        return "chunked", f"--op auto: using chunked, the slow torch op ({'; '.join(why)})"
     if op in GPU_OPS:
-        return UserError(f"--op {op} needs the GPU kernels, which this build does not have yet; "
-                         f"use --op chunked (CPU)")
-    return UserError(f"unknown --op {op!r}; choose one of {', '.join(CPU_OPS + GPU_OPS)}")
+        if not on_gpu:
+            raise UserError(f"--op {op} needs an NVIDIA GPU; use --op chunked (or auto) on CPU")
+        ok, reason = op_available(op, version)
+        if not ok:
+            raise UserError(f"--op {op} cannot run here: {reason}; use --op auto to fall back")
+    elif op not in CPU_OPS:
+        raise _bad_op(op)
+    return op, ""
 
 
 def wkv7(r, log_w, k, v, a, b, state: torch.Tensor | None = None, op: str = "chunked"):
@@ -37,6 +79,12 @@ def wkv7(r, log_w, k, v, a, b, state: torch.Tensor | None = None, op: str = "chu
     if op == "chunked":
         from .chunked import wkv7_chunked
         return wkv7_chunked(r, log_w, k, v, a, b, state)
+    if op == "cuda":
+        from .cuda import wkv7_cuda
+        return wkv7_cuda(r, log_w, k, v, a, b, state)
+    if op in ("fla", "triton"):
+        from .fla import wkv7_fla
+        return wkv7_fla(r, log_w, k, v, a, b, state)
     raise _bad_op(op)
 
 
@@ -47,4 +95,9 @@ def wkv6(r, log_w, k, v, u, state: torch.Tensor | None = None, op: str = "chunke
     if op == "chunked":
         from .chunked import wkv6_chunked
         return wkv6_chunked(r, log_w, k, v, u, state)
+    if op in ("fla", "triton"):
+        from .fla import wkv6_fla
+        return wkv6_fla(r, log_w, k, v, u, state)
+    if op == "cuda":
+        raise UserError("--op cuda has no RWKV-6/5 kernel; use --op fla (GPU) or chunked")
     raise _bad_op(op)

@@ -44,8 +44,9 @@ class _TimeMixBase(nn.Module):
         heads = (B, T, self.n_head, self.head_size)
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
         g = F.silu(self.gate(xg))
-        y, wkv_state = wkv6(r.view(heads), log_w.expand(heads).contiguous(), k.view(heads), v.view(heads),
-                            self.time_faaaa, state=wkv_state, op=op)
+        log_w = log_w.expand(heads).contiguous()  # x052's static decay comes as (1,1,H,N)
+        y, wkv_state = wkv6(r.view(heads), log_w, k.view(heads), v.view(heads), self.time_faaaa,
+                            state=wkv_state, op=op)
         y = self._group_norm(y.reshape(B * T, C)).view(B, T, C)
         return self.output(y * g), wkv_state
 
