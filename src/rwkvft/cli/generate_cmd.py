@@ -53,22 +53,17 @@ def stream_tokens(model, prompt_ids: list[int], max_tokens: int, temperature: fl
     """Yield (token_id, logits it was sampled from) until max_tokens or token 0 (end of text)."""
     import torch
     gen = torch.Generator().manual_seed(seed)
-    prompt_op = model.op
     with torch.no_grad():
+        # one parallel pass over the prompt; then one RNN step per token through the state
+        # (the WKV dispatcher runs one-token calls through the plain recurrence)
         logits, state = model(torch.tensor([prompt_ids]), return_state=True)
-        # a one-token step is the plain recurrence: a chunked CPU op would pad it to a whole chunk
-        step_op = "reference" if prompt_op == "chunked" else prompt_op
-        try:
-            for _ in range(max_tokens):
-                last = logits[0, -1]
-                token = sample(last, temperature, top_p, gen)
-                if token == 0:
-                    return
-                yield token, last
-                model.op = step_op
-                logits, state = model(torch.tensor([[token]]), state, return_state=True)
-        finally:
-            model.op = prompt_op
+        for _ in range(max_tokens):
+            last = logits[0, -1]
+            token = sample(last, temperature, top_p, gen)
+            if token == 0:
+                return
+            yield token, last
+            logits, state = model(torch.tensor([[token]]), state, return_state=True)
 
 
 def _load(model_path, adapter_path, lora_alpha):

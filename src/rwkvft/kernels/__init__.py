@@ -22,6 +22,9 @@ import torch
 from ..errors import UserError
 
 CPU_OPS = ("chunked", "reference")
+# The chunked op's fixed per-call work dwarfs a few sequential steps: RNN-style calls (one token
+# at a time in generate) run the reference recurrence, which computes exactly the same thing.
+SHORT_T = 4
 GPU_OPS = ("cuda", "fla", "triton")
 
 
@@ -73,7 +76,7 @@ def resolve_op(op: str, on_gpu: bool, version: str = "x070") -> tuple[str, str]:
 
 
 def wkv7(r, log_w, k, v, a, b, state: torch.Tensor | None = None, op: str = "chunked"):
-    if op == "reference":
+    if op == "reference" or (op == "chunked" and r.shape[1] <= SHORT_T):
         from .reference import wkv7_reference
         return wkv7_reference(r, log_w, k, v, a, b, state)
     if op == "chunked":
@@ -89,7 +92,7 @@ def wkv7(r, log_w, k, v, a, b, state: torch.Tensor | None = None, op: str = "chu
 
 
 def wkv6(r, log_w, k, v, u, state: torch.Tensor | None = None, op: str = "chunked"):
-    if op == "reference":
+    if op == "reference" or (op == "chunked" and r.shape[1] <= SHORT_T):
         from .reference import wkv6_reference
         return wkv6_reference(r, log_w, k, v, u, state)
     if op == "chunked":
