@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+import lightning  # noqa: F401  imported at collection: its log handler then binds the session's
+import numpy as np  # stderr, not one test's capture (which is closed after that test)
 import pytest
 import torch
 

@@ -79,8 +79,11 @@ def _check_resume_config(cfg: TrainConfig, proj: Path) -> None:
                             f"{saved[k]!r}; use the same value to continue it")
 
 
-def resolve_hardware(cfg: TrainConfig) -> tuple[str, str, str]:
-    """(lightning accelerator, lightning precision, wkv op) with clear errors for mismatches."""
+def resolve_hardware(cfg: TrainConfig, version: str = "") -> tuple[str, str, str]:
+    """(lightning accelerator, lightning precision, wkv op) with clear errors for mismatches.
+
+    `version` (x070/x060/x052) picks the ops that can run the model; "" = --my_testing or x070.
+    """
     acc = {"cuda": "gpu"}.get(cfg.accelerator, cfg.accelerator)
     if acc == "auto":
         acc = "gpu" if torch.cuda.is_available() else "cpu"
@@ -103,9 +106,10 @@ def resolve_hardware(cfg: TrainConfig) -> tuple[str, str, str]:
         torch.backends.cudnn.allow_tf32 = True
     lightning_precision = {"fp32": "32-true", "tf32": "32-true", "bf16": "bf16-mixed",
                            "fp16": "16-mixed"}[precision]
-    op = cfg.op
-    if op == "auto":
-        op = "chunked"  # GPU kernels arrive with the GPU work; the torch op runs anywhere
+    from ..kernels import resolve_op
+    op, note = resolve_op(cfg.op, acc == "gpu", version or cfg.my_testing or "x070")
+    if note:  # one line saying why --op auto fell back
+        print(f"rwkvft: {note}")
     return acc, lightning_precision, op
 
 
@@ -175,6 +179,26 @@ def _cast_frozen(model, precision: str) -> None:
             p.data = p.data.to(dtype)
 
 
+def _quantize(model, cfg: TrainConfig, acc: str) -> str:
+    """--quant: quantize the frozen weights under the adapters (on the GPU when training on
+    one: bitsandbytes' CPU quantizer is slow). Returns a log line ('' for --quant none)."""
+    if cfg.quant == "none":
+        return ""
+    from ..adapters.quant import quantize_base
+    device = torch.device("cuda", torch.cuda.current_device()) if acc == "gpu" else None
+    q = quantize_base(model, cfg.quant, device)
+    return (f"quant: {cfg.quant} base weights in {q['layers']} adapted layers, "
+            f"{q['float_bytes'] / 2**20:.1f} MiB -> {q['quant_bytes'] / 2**20:.1f} MiB")
+
+
+def _strategy(cfg: TrainConfig):
+    """The Lightning strategy; DDP must not broadcast a quantized base (GBs of buffers) every step."""
+    if cfg.quant != "none" and cfg.strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+        return DDPStrategy(broadcast_buffers=False)
+    return cfg.strategy
+
+
 def _loggers(cfg: TrainConfig, proj: Path):
     loggers = []
     if cfg.wandb:
@@ -208,10 +232,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         prepare_proj_dir(cfg)
     log = RunLog(proj, enabled=rank0)
     base_sd, mcfg, model = load_base(cfg)
+    if op == "cuda" and mcfg.version != "x070":  # no RWKV-6/5 CUDA kernel: auto falls back
+        acc, precision, op = resolve_hardware(cfg, mcfg.version)
     model.op, model.grad_cp = op, bool(cfg.grad_cp)
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)
     trainable = inject(model, acfg, list(cfg.train_parts))
     _cast_frozen(model, precision)
+    quant_note = _quantize(model, cfg, acc)
     world = cfg.devices * cfg.num_nodes
     dataset = build_data(cfg, mcfg.vocab_size, world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.micro_bsz, shuffle=False,
@@ -225,6 +252,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if rank0:
         _write_run_header(cfg, log, mcfg, format_trainable(model, trainable), acc, precision, op)
         log.line(dataset.summary())
+        if quant_note:
+            log.line(quant_note)
 
     def save_fn(epoch_no: int) -> Path:
         path = proj / f"rwkv-{epoch_no}.{cfg.adapter_format}"
@@ -242,7 +271,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     metrics = StepMetrics(log, cfg.micro_bsz * cfg.ctx_len, world, offset)
     saver = SaveAdapter(save_fn, log, metrics, lambda: plot_losses(proj))
     trainer = L.Trainer(
-        accelerator=acc, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
+        accelerator=acc, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
         precision=precision, max_epochs=cfg.epoch_count,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.grad_clip or None, logger=_loggers(cfg, proj),

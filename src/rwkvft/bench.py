@@ -1,0 +1,296 @@
+"""`rwkvft bench`: steady-state training throughput, peak memory and MFU of a fine-tuning setup.
+
+It runs the trainer's own pieces without Lightning: the model from rwkvft.models, `inject`,
+the trainer's frozen-weight cast and --quant, `model.forward_features` + the chunked
+`masked_lm_loss`, and AdamW on the trainable parameters. Warm-up steps (kernel builds, Triton
+autotune, allocator growth) are run first and not timed.
+
+MFU = model FLOPs per token x tokens/s / the matmul rate measured in the same process
+(GPU: a bf16 8192^3 matmul; CPU: an fp32 matmul of a size that runs quickly), so it says how
+close the step gets to what this machine's matmuls deliver, not to a datasheet peak.
+Model FLOPs per token (the convention of the GPU issue; every count is numel of matrices):
+    4 x matmul params (forward + input gradient; all matrices except the embedding, a gather)
+  + 2 x trainable matmul params (their weight gradients)
+  + 2 x block matmul params with grad_cp (the recomputed block forward)
+Recomputation inside the chunked loss (one more head forward) is not counted; nor is WKV.
+"""
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .errors import UserError
+
+# name -> (n_layer, n_embd): the released RWKV-7 sizes, plus a CPU-sized one
+SIZES = {"tiny": (2, 128), "0.1b": (12, 768), "0.4b": (24, 1024), "1.5b": (24, 2048),
+         "2.9b": (32, 2560), "7b": (32, 4096)}
+PRECISIONS = ("fp32", "tf32", "bf16")
+# parameters never used as a matrix in a matmul (gathers and elementwise per-head vectors)
+_NOT_MATMUL = ("emb.weight", ".r_k", ".time_faaaa", ".time_first")
+# some x070 files carry layer-0 value-residual weights the model never uses
+_LAYER0_UNUSED = ("blocks.0.att.v1", "blocks.0.att.v2")
+
+
+@dataclass
+class BenchConfig:
+    size: str = "tiny"
+    model: str = ""                # a checkpoint instead of random weights of `size`
+    vocab_size: int = 65536
+    ctx_len: int = 1024
+    micro_bsz: int = 1
+    steps: int = 5
+    warmup: int = 2
+    accelerator: str = "auto"      # auto|cpu|gpu
+    op: str = "auto"
+    precision: str = ""            # "" = bf16 on GPU, fp32 on CPU
+    quant: str = "none"
+    grad_cp: int = 0
+    peft: str = "miss"
+    peft_config: str = "{}"
+    head_chunk: int = 2048
+    lr: float = 1e-4
+    seed: int = 0
+
+
+def check(cfg: BenchConfig) -> None:
+    if not cfg.model and cfg.size not in SIZES:
+        raise UserError(f"unknown --size {cfg.size!r}; choose one of {', '.join(SIZES)} or pass --model PATH")
+    for name in ("ctx_len", "micro_bsz", "steps", "vocab_size", "head_chunk"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"--{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.warmup < 0:
+        raise UserError(f"--warmup must not be negative, got {cfg.warmup}")
+    if cfg.precision and cfg.precision not in PRECISIONS:
+        raise UserError(f"--precision {cfg.precision!r}: bench runs {', '.join(PRECISIONS)}")
+    if cfg.quant not in ("none", "int8", "nf4"):
+        raise UserError(f"--quant {cfg.quant!r} is not one of none, int8, nf4")
+    if cfg.grad_cp not in (0, 1):
+        raise UserError(f"--grad_cp must be 0 or 1, got {cfg.grad_cp}")
+
+
+# ----------------------------------------------------------------------------- model
+def random_model(n_layer: int, n_embd: int, vocab_size: int, device, seed: int = 0):
+    """An fp32 RWKV-7 of the released shape (models.init.new_config) with random weights of
+    realistic magnitude, generated directly on `device`: the CPU generator behind
+    models.init.random_state_dict needs about a minute at 2.9B, longer than the steps timed."""
+    from .models import build_model
+    from .models.init import new_config
+
+    cfg = new_config(n_layer, n_embd, vocab_size)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    model = model.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            _fill(name, p, gen)
+    return model.float()
+
+
+def _fill(name: str, p: torch.Tensor, gen) -> None:
+    local = name.rpartition(".")[2]
+    noise = torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)
+    if name == "emb.weight":
+        p.copy_(noise)
+    elif p.dim() == 2 and local == "weight":                     # Linear (out, in)
+        p.copy_(noise / math.sqrt(p.shape[1]))
+    elif local in ("w1", "a1", "v1", "g1", "w2", "a2", "v2", "g2"):
+        p.copy_(noise / math.sqrt(p.shape[0]))                   # used as x @ w
+    elif local.startswith("x_"):
+        p.copy_(torch.rand(p.shape, generator=gen, device=p.device, dtype=p.dtype))   # lerps
+    elif local == "weight":                                      # LayerNorm / GroupNorm gains
+        p.fill_(1.0)
+    elif local == "bias":
+        p.zero_()
+    else:                                                        # w0, a0, v0, k_k, k_a, r_k
+        p.copy_(noise)
+
+
+def _load(cfg: BenchConfig, device):
+    if cfg.model:
+        from .models import load_model
+        return load_model(cfg.model, device=device, dtype=torch.float32)
+    n_layer, n_embd = SIZES[cfg.size]
+    return random_model(n_layer, n_embd, cfg.vocab_size, device, cfg.seed)
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def _is_matmul(name: str, t: torch.Tensor) -> bool:
+    # (1, 1, C) token-shift / decay vectors are elementwise: a matrix has two real dims
+    return sum(d > 1 for d in t.shape) >= 2 and not any(name == s or name.endswith(s) for s in _NOT_MATMUL)
+
+
+def matmul_param_counts(model) -> dict:
+    """numel of the matrices the model multiplies by: total, trainable, inside blocks.
+
+    A quantized base weight (a buffer) counts with its float shape; layer 0's att.v0/v1/v2,
+    present in some files, are never used and do not count.
+    """
+    total = trainable = blocks = 0
+    for n, p in model.named_parameters():
+        if _is_matmul(n, p) and n not in _LAYER0_UNUSED:
+            total += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+            blocks += p.numel() if n.startswith("blocks.") else 0
+    for n, numel in _quantized_weights(model).items():
+        total += numel
+        blocks += numel if n.startswith("blocks.") else 0
+    return {"total": total, "trainable": trainable, "blocks": blocks}
+
+
+def _quantized_weights(model) -> dict:
+    """{name: numel} of base weights stored quantized (buffers, not parameters)."""
+    from .adapters.quant import QuantizedBase
+    return {f"{n}.weight": math.prod(m.weight_shape) for n, m in model.named_modules()
+            if isinstance(m, QuantizedBase)}
+
+
+def flops_per_token(counts: dict, grad_cp: bool) -> int:
+    return 4 * counts["total"] + 2 * counts["trainable"] + (2 * counts["blocks"] if grad_cp else 0)
+
+
+# ----------------------------------------------------------------------------- timing
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(device) -> tuple[float, str]:
+    """Measured matmul FLOP/s here: bf16 8192^3 on a GPU, fp32 512^3 on CPU."""
+    n, dt = (8192, torch.bfloat16) if device.type == "cuda" else (512, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dt)
+    b = torch.randn(n, n, device=device, dtype=dt)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while reps < 10 or time.perf_counter() - t0 < 0.2:
+        a @ b
+        reps += 1
+        if device.type == "cuda" and reps >= 10:
+            break
+    _sync(device)
+    return 2.0 * n ** 3 * reps / (time.perf_counter() - t0), f"{str(dt).removeprefix('torch.')} {n}^3"
+
+
+def _device(cfg: BenchConfig) -> torch.device:
+    acc = cfg.accelerator
+    if acc == "auto":
+        acc = "gpu" if torch.cuda.is_available() else "cpu"
+    if acc in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("--accelerator gpu but no CUDA GPU is visible; use --accelerator cpu")
+        return torch.device("cuda", torch.cuda.current_device())
+    if acc != "cpu":
+        raise UserError(f"--accelerator {acc!r} is not one of auto, cpu, gpu")
+    return torch.device("cpu")
+
+
+def _batch(cfg: BenchConfig, vocab: int, device, gen):
+    idx = torch.randint(0, vocab, (cfg.micro_bsz, cfg.ctx_len + 1), generator=gen).to(device)
+    mask = torch.ones(cfg.micro_bsz, cfg.ctx_len, device=device)
+    return idx[:, :-1], idx[:, 1:], mask
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Set up as `rwkvft train` would, time `steps` optimizer steps after `warmup`; one dict."""
+    from .adapters import inject, parse_peft
+    from .adapters.quant import quantize_base
+    from .kernels import resolve_op
+    from .training.loss import masked_lm_loss
+    from .training.run import _cast_frozen
+
+    check(cfg)
+    device = _device(cfg)
+    precision = cfg.precision or ("bf16" if device.type == "cuda" else "fp32")
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    acfg = parse_peft(cfg.peft, cfg.peft_config)
+    torch.manual_seed(cfg.seed)
+    model = _load(cfg, device).train()
+    mcfg = model.config
+    op, note = resolve_op(cfg.op, device.type == "cuda", mcfg.version)
+    model.op, model.grad_cp = op, bool(cfg.grad_cp)
+    trainable = inject(model, acfg, [])
+    _cast_frozen(model, "bf16-mixed" if precision == "bf16" else "32-true")
+    quantize_base(model, cfg.quant, device)
+    params = dict(model.named_parameters())
+    opt = torch.optim.AdamW([params[n] for n in trainable], lr=cfg.lr,
+                            **({"fused": True} if device.type == "cuda" else {}))
+    counts = matmul_param_counts(model)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def step():
+        inputs, targets, mask = _batch(cfg, mcfg.vocab_size, device, gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            h, _ = model.forward_features(inputs)
+            loss_sum, count = masked_lm_loss(model.head, h, targets, mask, chunk=cfg.head_chunk)
+            loss = loss_sum / count.clamp(min=1)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    losses = [step() for _ in range(cfg.warmup)]
+    _sync(device)
+    t0 = time.perf_counter()
+    losses += [step() for _ in range(cfg.steps)]
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    tokens_per_s = cfg.steps * cfg.micro_bsz * cfg.ctx_len / elapsed
+    rate, rate_what = matmul_rate(device)
+    fpt = flops_per_token(counts, bool(cfg.grad_cp))
+    out = asdict(cfg)
+    out.update({
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "op": op, "op_note": note, "precision": precision,
+        "version": mcfg.version, "n_layer": mcfg.n_layer, "n_embd": mcfg.n_embd,
+        "vocab_size": mcfg.vocab_size,
+        "params": sum(p.numel() for p in model.parameters()) + sum(_quantized_weights(model).values()),
+        "trainable_params": sum(params[n].numel() for n in trainable),
+        "matmul_params": counts["total"], "trainable_matmul_params": counts["trainable"],
+        "block_matmul_params": counts["blocks"], "flops_per_token": fpt,
+        "step_time_s": elapsed / cfg.steps, "tokens_per_s": tokens_per_s,
+        "matmul_flops_per_s": rate, "matmul_measured": rate_what,
+        "mfu": fpt * tokens_per_s / rate,
+        "loss_first": float(losses[0]), "loss_last": float(losses[-1]),
+    })
+    out.update(_peak_memory(device))
+    return out
+
+
+def _peak_memory(device) -> dict:
+    if device.type == "cuda":
+        return {"peak_mem_allocated_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+                "peak_mem_reserved_gib": torch.cuda.max_memory_reserved(device) / 2**30}
+    # ru_maxrss is KiB on Linux: the whole process's peak, model set-up included
+    return {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def format_result(r: dict) -> str:
+    """Human summary, a few lines."""
+    mem = (f"peak memory {r['peak_mem_allocated_gib']:.2f} GiB allocated, "
+           f"{r['peak_mem_reserved_gib']:.2f} GiB reserved" if "peak_mem_allocated_gib" in r
+           else f"peak RSS {r['peak_rss_gib']:.2f} GiB (whole process)")
+    return "\n".join([
+        f"{r['size'] if not r['model'] else r['model']}: L{r['n_layer']} C{r['n_embd']} on {r['device']}, "
+        f"op={r['op']} precision={r['precision']} quant={r['quant']} grad_cp={r['grad_cp']} "
+        f"micro_bsz={r['micro_bsz']} ctx_len={r['ctx_len']} peft={r['peft']} {r['peft_config']}",
+        f"  {r['tokens_per_s']:,.0f} tokens/s ({r['step_time_s'] * 1e3:.1f} ms/step over {r['steps']} steps "
+        f"after {r['warmup']} warm-up)",
+        f"  {mem}",
+        f"  MFU {100 * r['mfu']:.1f}% = {r['flops_per_token'] / 1e9:.3f} GFLOP/token x tokens/s / "
+        f"{r['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s measured ({r['matmul_measured']})",
+        f"  loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}" + (f"\n  {r['op_note']}" if r["op_note"] else ""),
+    ])
+
+
+def to_json(r: dict) -> str:
+    return json.dumps(r, sort_keys=True)
