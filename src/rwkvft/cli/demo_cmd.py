@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="rwkvft-demo", help="folder for everything the demo writes")
     parser.add_argument("--n_layer", type=int, default=2, help="layers of the tiny model")
     parser.add_argument("--n_embd", type=int, default=128, help="width of the tiny model")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs")
     parser.add_argument("--epoch_steps", type=int, default=25, help="steps per epoch")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
@@ -59,12 +59,12 @@ def run(args) -> int:
     cfg = TrainConfig(load_model=str(base), proj_dir=str(out / "run"), data_file=str(data),
                       data_type="jsonl", dataload="pad", ctx_len=64, micro_bsz=4,
                       epoch_steps=args.epoch_steps, epoch_count=args.epochs, epoch_save=1,
-                      lr_init=3e-3, lr_final=1e-3, warmup_steps=5, accelerator="cpu",
+                      lr_init=1e-2, lr_final=3e-3, warmup_steps=5, accelerator="cpu",
                       precision="fp32", peft="miss", peft_config='{"r":32}',
-                      train_parts=["ln"], merge_output=str(out / "demo-merged.pth"),
+                      train_parts=["ln", "time"], merge_output=str(out / "demo-merged.pth"),
                       random_seed=args.seed)
     validate(cfg)
-    print("[3/4] training MiSS r=32 on CPU")
+    print("[3/4] training MiSS r=32 (+ LayerNorms and time-mix vectors) on CPU")
     torch.manual_seed(args.seed)
     result = train(cfg)
     losses = _epoch_losses(out / "run" / "train_log.txt")

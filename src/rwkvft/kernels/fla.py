@@ -52,10 +52,11 @@ def wkv7_fla(r, log_w, k, v, a, b, state=None):
     """RWKV-7 WKV (contract of kernels.wkv7) with fla's chunk_rwkv7."""
     _check(r)
     chunk_rwkv7 = _import("rwkv7")
-    # log decay stays fp32: fla upcasts it in every kernel, and its cumulative sums need it
-    y, sT = chunk_rwkv7(r.contiguous(), log_w.float().contiguous(), k.contiguous(), v.contiguous(),
-                        a.contiguous(), b.contiguous(), scale=1.0, initial_state=_state_in(state),
-                        output_final_state=True)
+    # one dtype for r, k, v, a, b (under autocast kappa arrives in fp32, r in bf16); the log
+    # decay stays fp32: fla upcasts it in every kernel, and its cumulative sums need it
+    k, v, a, b = (x.to(r.dtype).contiguous() for x in (k, v, a, b))
+    y, sT = chunk_rwkv7(r.contiguous(), log_w.float().contiguous(), k, v, a, b, scale=1.0,
+                        initial_state=_state_in(state), output_final_state=True)
     return y.to(r.dtype), sT.float().transpose(-1, -2)
 
 
@@ -64,7 +65,8 @@ def wkv6_fla(r, log_w, k, v, u, state=None):
     _check(r)
     chunk_rwkv6 = _import("rwkv6")
     H, N = r.shape[2], r.shape[3]
-    y, sT = chunk_rwkv6(r.contiguous(), k.contiguous(), v.contiguous(), log_w.float().contiguous(),
+    y, sT = chunk_rwkv6(r.contiguous(), k.to(r.dtype).contiguous(), v.to(r.dtype).contiguous(),
+                        log_w.float().contiguous(),
                         u.reshape(H, N).to(r.dtype).contiguous(), scale=1.0,
                         initial_state=_state_in(state), output_final_state=True)
     return y.to(r.dtype), sT.float().transpose(-1, -2)
