@@ -162,24 +162,13 @@ class Block6(nn.Module):
         return x + dx, (att_shift, wkv_state, ffn_shift)
 
 
-class RWKV6(nn.Module):
+class RWKV6(RWKV7):
     """x060 or x052 (cfg.version). model(idx) -> logits (B,T,V);
-    model(idx, state, return_state=True) -> (logits, state). Same contract as RWKV7."""
+    model(idx, state, return_state=True) -> (logits, state). Same contract as RWKV7, whose
+    skeleton (embedding, blocks, ln_out, head, state layout, input checks) it reuses; only the
+    blocks and the layer loop (no v_first) differ."""
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
-        self.op = "chunked"
-        self.grad_cp = False
-        self.emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.blocks = nn.ModuleList(Block6(cfg, i) for i in range(cfg.n_layer))
-        self.ln_out = nn.LayerNorm(cfg.n_embd)
-        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-
-    # the state layout, input checks and head are the same as RWKV-7's (no v_first here)
-    init_state = RWKV7.init_state
-    forward = RWKV7.forward
-    _check_inputs = RWKV7._check_inputs
+    block_class = Block6
 
     def forward_features(self, idx: torch.Tensor, state=None):
         """ln_out output (B,T,C) and the state after the last token."""

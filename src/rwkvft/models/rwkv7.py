@@ -139,13 +139,15 @@ class Block(nn.Module):
 class RWKV7(nn.Module):
     """model(idx) -> logits (B,T,V); model(idx, state, return_state=True) -> (logits, state)."""
 
+    block_class = Block  # RWKV-6/5 reuse this skeleton with their own block
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
         self.op = "chunked"
         self.grad_cp = False
         self.emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(self.block_class(cfg, i) for i in range(cfg.n_layer))
         self.ln_out = nn.LayerNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
 
