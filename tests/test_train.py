@@ -217,6 +217,19 @@ def test_existing_run_is_not_overwritten(capsys, small_model, tokens_npy, tmp_pa
     assert (proj / "rwkv-0.pth").read_bytes() == before
 
 
+def test_resume_with_damaged_checkpoint(capsys, small_model, tokens_npy, tmp_path):
+    proj = tmp_path / "p"
+    assert main(["train", *_small_flags(small_model, proj, tokens_npy, epoch_count=1)]) == 0
+    (proj / "last.ckpt").write_bytes((proj / "last.ckpt").read_bytes()[:100])
+    msg = _err(capsys, ["train", *_small_flags(small_model, proj, tokens_npy, epoch_count=2), "--resume"])
+    assert "last.ckpt cannot be read" in msg and "damaged" in msg
+
+
+def test_resume_without_a_run(capsys, small_model, tokens_npy, tmp_path):
+    msg = _err(capsys, ["train", *_small_flags(small_model, tmp_path / "new", tokens_npy), "--resume"])
+    assert "nothing to resume" in msg
+
+
 def test_ctx_len_longer_than_every_document_in_pad_mode(capsys, world_model, tmp_path):
     data = tmp_path / "short.jsonl"
     data.write_text('{"text": "a b c"}\n{"text": "d e"}\n')

@@ -119,7 +119,8 @@ class SaveAdapter(L.Callback):
             self.saved.append(self.save_fn(epoch_no))
         ckpt = Path(self.runlog.proj_dir) / "last.ckpt"
         tmp = ckpt.with_name(".last.ckpt.tmp")
-        trainer.save_checkpoint(tmp)  # collective: every rank must call it
+        # collective: every rank must call it. The optimizer state is needed for --resume.
+        trainer.save_checkpoint(tmp, weights_only=False)
         trainer.strategy.barrier()
         if trainer.is_global_zero:
             tmp.replace(ckpt)

@@ -59,12 +59,22 @@ def prepare_proj_dir(cfg: TrainConfig) -> None:
             raise UserError(f"--resume: nothing to resume in {proj} (no last.ckpt); "
                             f"start without --resume")
         _check_resume_config(cfg, proj)
+        _check_readable_checkpoint(proj / "last.ckpt")
     elif found and not cfg.overwrite:
         raise UserError(f"--proj_dir {proj} already holds a run ({', '.join(found[:3])}); "
                         f"continue it with --resume, pick another --proj_dir, or pass --overwrite")
     elif found:
         for name in ("last.ckpt", "loss.jsonl"):
             (proj / name).unlink(missing_ok=True)
+
+
+def _check_readable_checkpoint(path: Path) -> None:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means the file cannot be resumed from
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"--resume: {path} cannot be read ({first[:120]}); it is damaged or "
+                        f"not ours: restore it, or start a new run with --overwrite") from None
 
 
 def _check_resume_config(cfg: TrainConfig, proj: Path) -> None:
@@ -283,7 +293,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
     ckpt = str(proj / "last.ckpt") if cfg.resume else None
     try:
-        trainer.fit(module, loader, ckpt_path=ckpt)
+        # last.ckpt holds only tensors and plain values: load it as data, never as code
+        trainer.fit(module, loader, ckpt_path=ckpt, weights_only=True)
     except NonFiniteLoss as e:
         last = result.adapters[-1] if result.adapters else None
         kept = f"the last good adapter is {last}" if last else "no adapter had been saved yet"
