@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..kernels import wkv6
 from .config import ModelConfig
-from .rwkv7 import LN_X_EPS, RWKV7, _shifted, _vector
+from .rwkv7 import LN_X_EPS, RWKV7, Block, _shifted, _vector
 
 # order of the five data-dependent mixes in time_maa_w1 / time_maa_w2 (spec §5.1)
 _MAA_ORDER = ("w", "k", "v", "r", "g")
@@ -141,16 +141,16 @@ class ChannelMix6(nn.Module):
         return torch.sigmoid(self.receptance(xr)) * self.value(k), x[:, -1]
 
 
-class Block6(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_id: int):
-        super().__init__()
-        self.layer_id = layer_id
-        if layer_id == 0:
-            self.ln0 = nn.LayerNorm(cfg.n_embd)
-        self.ln1 = nn.LayerNorm(cfg.n_embd)
-        self.ln2 = nn.LayerNorm(cfg.n_embd)
-        self.att = TimeMix6(cfg) if cfg.version == "x060" else TimeMix5(cfg)
-        self.ffn = ChannelMix6(cfg)
+class Block6(Block):
+    """RWKV-7's block skeleton (ln0 at layer 0, ln1, ln2) with the x060/x052 mixers; no v_first."""
+
+    @staticmethod
+    def make_att(cfg: ModelConfig, layer_id: int) -> nn.Module:
+        return TimeMix6(cfg) if cfg.version == "x060" else TimeMix5(cfg)
+
+    @staticmethod
+    def make_ffn(cfg: ModelConfig) -> nn.Module:
+        return ChannelMix6(cfg)
 
     def forward(self, x, state, op: str):
         att_shift, wkv_state, ffn_shift = (None, None, None) if state is None else state

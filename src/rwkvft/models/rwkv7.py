@@ -123,8 +123,17 @@ class Block(nn.Module):
             self.ln0 = nn.LayerNorm(cfg.n_embd)
         self.ln1 = nn.LayerNorm(cfg.n_embd)
         self.ln2 = nn.LayerNorm(cfg.n_embd)
-        self.att = TimeMix(cfg, layer_id)
-        self.ffn = ChannelMix(cfg)
+        self.att = self.make_att(cfg, layer_id)
+        self.ffn = self.make_ffn(cfg)
+
+    # RWKV-6/5 blocks share the LayerNorm skeleton and swap in their own mixers
+    @staticmethod
+    def make_att(cfg: ModelConfig, layer_id: int) -> nn.Module:
+        return TimeMix(cfg, layer_id)
+
+    @staticmethod
+    def make_ffn(cfg: ModelConfig) -> nn.Module:
+        return ChannelMix(cfg)
 
     def forward(self, x, v_first, state, op: str):
         att_shift, wkv_state, ffn_shift = (None, None, None) if state is None else state
