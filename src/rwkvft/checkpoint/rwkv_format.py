@@ -212,25 +212,35 @@ def official_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     raise UserError(f"unknown model version {cfg.version!r}; use x070, x060 or x052")
 
 
-def _v6_family_shapes(cfg: ModelConfig, att_params, ffn_mixes) -> dict[str, tuple[int, ...]]:
-    """RWKV-5.2/6 layout: version-specific att parameters, then the shared projections."""
-    C, V, F = cfg.n_embd, cfg.vocab_size, cfg.dim_ffn
+def _layout(cfg: ModelConfig, layer_tensors) -> dict[str, tuple[int, ...]]:
+    """The order every RWKV file shares: emb; per layer ln0 (layer 0), ln1, ln2, then
+    `layer_tensors(prefix, layer)`; ln_out; head."""
+    C, V = cfg.n_embd, cfg.vocab_size
     shapes: dict[str, tuple[int, ...]] = {"emb.weight": (V, C)}
     for l in range(cfg.n_layer):
         p = f"blocks.{l}."
-        if l == 0:
-            shapes.update({p + "ln0.weight": (C,), p + "ln0.bias": (C,)})
-        for ln in ("ln1", "ln2"):
+        for ln in (("ln0", "ln1", "ln2") if l == 0 else ("ln1", "ln2")):
             shapes.update({f"{p}{ln}.weight": (C,), f"{p}{ln}.bias": (C,)})
-        shapes.update({f"{p}att.{name}": shape for name, shape in att_params.items()})
-        for name in ("receptance", "key", "value", "output", "gate"):
-            shapes[f"{p}att.{name}.weight"] = (C, C)
-        shapes.update({p + "att.ln_x.weight": (C,), p + "att.ln_x.bias": (C,)})
-        shapes.update({f"{p}ffn.{name}": (1, 1, C) for name in ffn_mixes})
-        shapes.update({p + "ffn.key.weight": (F, C), p + "ffn.receptance.weight": (C, C),
-                       p + "ffn.value.weight": (C, F)})
+        shapes.update(layer_tensors(p, l))
     shapes.update({"ln_out.weight": (C,), "ln_out.bias": (C,), "head.weight": (V, C)})
     return shapes
+
+
+def _v6_family_shapes(cfg: ModelConfig, att_params, ffn_mixes) -> dict[str, tuple[int, ...]]:
+    """RWKV-5.2/6 layout: version-specific att parameters, then the shared projections."""
+    C, F = cfg.n_embd, cfg.dim_ffn
+
+    def layer(p: str, l: int) -> dict:
+        t = {f"{p}att.{name}": shape for name, shape in att_params.items()}
+        t.update({f"{p}att.{name}.weight": (C, C)
+                  for name in ("receptance", "key", "value", "output", "gate")})
+        t.update({p + "att.ln_x.weight": (C,), p + "att.ln_x.bias": (C,)})
+        t.update({f"{p}ffn.{name}": (1, 1, C) for name in ffn_mixes})
+        t.update({p + "ffn.key.weight": (F, C), p + "ffn.receptance.weight": (C, C),
+                  p + "ffn.value.weight": (C, F)})
+        return t
+
+    return _layout(cfg, layer)
 
 
 def x060_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -252,30 +262,24 @@ def x052_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def x070_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every key of an official RWKV-7 file with its official shape, in the recommended order."""
-    C, V, F = cfg.n_embd, cfg.vocab_size, cfg.dim_ffn
+    C, F = cfg.n_embd, cfg.dim_ffn
     vec = (1, 1, C)
-    shapes: dict[str, tuple[int, ...]] = {"emb.weight": (V, C)}
-    for l in range(cfg.n_layer):
-        p = f"blocks.{l}."
-        if l == 0:
-            shapes.update({p + "ln0.weight": (C,), p + "ln0.bias": (C,)})
-        for ln in ("ln1", "ln2"):
-            shapes.update({f"{p}{ln}.weight": (C,), f"{p}{ln}.bias": (C,)})
+
+    def layer(p: str, l: int) -> dict:
         a = p + "att."
-        for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0"):
-            shapes[a + name] = vec
-        shapes.update({a + "w1": (C, cfg.d_decay), a + "w2": (cfg.d_decay, C), a + "a0": vec,
-                       a + "a1": (C, cfg.d_aaa), a + "a2": (cfg.d_aaa, C)})
+        t = {a + name: vec for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0")}
+        t.update({a + "w1": (C, cfg.d_decay), a + "w2": (cfg.d_decay, C), a + "a0": vec,
+                  a + "a1": (C, cfg.d_aaa), a + "a2": (cfg.d_aaa, C)})
         if l > 0 or cfg.layer0_v:
-            shapes.update({a + "v0": vec, a + "v1": (C, cfg.d_mv), a + "v2": (cfg.d_mv, C)})
-        shapes.update({a + "g1": (C, cfg.d_gate), a + "g2": (cfg.d_gate, C), a + "k_k": vec,
-                       a + "k_a": vec, a + "r_k": (cfg.n_head, cfg.head_size)})
-        for name in ("receptance", "key", "value", "output"):
-            shapes[f"{a}{name}.weight"] = (C, C)
-        shapes.update({a + "ln_x.weight": (C,), a + "ln_x.bias": (C,), p + "ffn.x_k": vec,
-                       p + "ffn.key.weight": (F, C), p + "ffn.value.weight": (C, F)})
-    shapes.update({"ln_out.weight": (C,), "ln_out.bias": (C,), "head.weight": (V, C)})
-    return shapes
+            t.update({a + "v0": vec, a + "v1": (C, cfg.d_mv), a + "v2": (cfg.d_mv, C)})
+        t.update({a + "g1": (C, cfg.d_gate), a + "g2": (cfg.d_gate, C), a + "k_k": vec,
+                  a + "k_a": vec, a + "r_k": (cfg.n_head, cfg.head_size)})
+        t.update({f"{a}{name}.weight": (C, C) for name in ("receptance", "key", "value", "output")})
+        t.update({a + "ln_x.weight": (C,), a + "ln_x.bias": (C,), p + "ffn.x_k": vec,
+                  p + "ffn.key.weight": (F, C), p + "ffn.value.weight": (C, F)})
+        return t
+
+    return _layout(cfg, layer)
 
 
 _VERSION_LABELS = {"x070": "RWKV-7", "x060": "RWKV-6", "x052": "RWKV-5.2"}
