@@ -16,6 +16,22 @@ def available_ops() -> list[str]:
     return ops
 
 
+def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    """max|diff| / max|ref| (the parity measure used against the pip package)."""
+    return float((ours.float() - ref.float()).abs().max() / ref.float().abs().max())
+
+
+def pieces_vs_whole(model, idx: torch.Tensor, cuts=((0, 16), (16, 17), (17, 37))) -> float:
+    """rel_err of the logits of idx fed in pieces (carrying the state) against one pass."""
+    with torch.no_grad():
+        whole = model(idx)
+        state, pieces = None, []
+        for a, b in cuts:
+            out, state = model(idx[:, a:b], state, return_state=True)
+            pieces.append(out)
+    return rel_err(torch.cat(pieces, dim=1), whole)
+
+
 def flatten_vectors(sd: dict) -> dict:
     """The (C,) vector variant met in HF/fla conversions and squeezed dumps."""
     return {k: (t.reshape(-1) if t.dim() == 3 else t) for k, t in sd.items()}
@@ -63,3 +79,19 @@ def pip_rwkv():
         return rwkv_model.RWKV(model=path[:-len(".pth")], strategy="cpu fp32")
 
     return load
+
+
+@pytest.fixture(scope="module")
+def small_model(make_checkpoint):
+    """A tiny RWKV-7 with a 256-token vocabulary, for fast training runs."""
+    return make_checkpoint(n_layer=2, n_embd=128, vocab_size=256, seed=5)
+
+
+@pytest.fixture(scope="module")
+def tokens_npy(tmp_path_factory):
+    """A repeating 97-token pattern (memorizable) as a .npy token file, ids in 1..255."""
+    import numpy as np
+    p = tmp_path_factory.mktemp("tok") / "tokens.npy"
+    rng = np.random.default_rng(0)
+    np.save(p, np.tile(rng.integers(1, 256, size=97), 30).astype(np.int64))
+    return p

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -106,16 +105,7 @@ def test_cuda_op_builds_and_auto_picks_it():
 
 
 # ----------------------------------------------------------------------------- training
-@pytest.fixture(scope="module")
-def small_model(make_checkpoint):
-    return make_checkpoint(n_layer=2, n_embd=128, vocab_size=256, seed=5)
-
-
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory):
-    p = tmp_path_factory.mktemp("tok") / "tokens.npy"
-    np.save(p, np.tile(np.random.default_rng(0).integers(1, 256, size=97), 40).astype(np.int64))
-    return p
+# fixtures small_model and tokens_npy live in conftest.py
 
 
 def _train(model, data, proj, **over):
@@ -129,18 +119,18 @@ def _train(model, data, proj, **over):
 
 
 @pytest.mark.parametrize("op", ["cuda", "fla", "chunked"])
-def test_miss_trains_on_gpu_with_each_op(small_model, tokens, tmp_path, op):
+def test_miss_trains_on_gpu_with_each_op(small_model, tokens_npy, tmp_path, op):
     if op == "fla" and not HAS_FLA:
         pytest.skip("fla-core not installed")
-    losses = _train(small_model, tokens, tmp_path / op, op=op)
+    losses = _train(small_model, tokens_npy, tmp_path / op, op=op)
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.1, losses
     assert f"op={op}" in (tmp_path / op / "train_log.txt").read_text()
 
 
 @pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes not installed")
 @pytest.mark.parametrize("quant", ["int8", "nf4"])
-def test_quantized_base_trains_on_gpu(small_model, tokens, tmp_path, quant):
-    losses = _train(small_model, tokens, tmp_path / quant, quant=quant, op="cuda")
+def test_quantized_base_trains_on_gpu(small_model, tokens_npy, tmp_path, quant):
+    losses = _train(small_model, tokens_npy, tmp_path / quant, quant=quant, op="cuda")
     assert losses[-1] < losses[0] - 0.1, losses
     assert f"quant: {quant}" in (tmp_path / quant / "train_log.txt").read_text()
 
@@ -173,10 +163,10 @@ def test_grad_cp_with_each_method_on_gpu(small_model, method, pc):
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "deepspeed_stage_1"])
-def test_strategies_on_one_gpu_match_auto(small_model, tokens, tmp_path, strategy):
+def test_strategies_on_one_gpu_match_auto(small_model, tokens_npy, tmp_path, strategy):
     if strategy.startswith("deepspeed") and not HAS_DS:
         pytest.skip("deepspeed not installed")
     common = dict(op="cuda", precision="fp32", epoch_count=1)
-    base = _train(small_model, tokens, tmp_path / "auto", strategy="auto", **common)
-    other = _train(small_model, tokens, tmp_path / strategy, strategy=strategy, **common)
+    base = _train(small_model, tokens_npy, tmp_path / "auto", strategy="auto", **common)
+    other = _train(small_model, tokens_npy, tmp_path / strategy, strategy=strategy, **common)
     assert other == pytest.approx(base, rel=2e-3), (base, other)

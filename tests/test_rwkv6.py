@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import pieces_vs_whole, rel_err
 from pip_rwkv6_oracle import run_jobs
 
 import rwkvft
@@ -24,9 +25,6 @@ TOL = 1e-4          # max|diff| / max|logit| against the pip package (fp32 files
 VERSIONS = ("x060", "x052")
 TOKENS = torch.randint(0, 512, (12,), generator=torch.Generator().manual_seed(2)).tolist()
 
-
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((ours.float() - ref.float()).abs().max() / ref.float().abs().max())
 
 
 def small_sd(version: str, seed: int = 1, n_layer: int = 3, vocab_size: int = 512) -> dict:
@@ -142,13 +140,7 @@ def test_chunked_equals_sequential_with_strong_decays(version):
 def test_sequence_in_pieces_equals_whole(files, version):
     model = load_model(files[version])  # chunked op
     idx = torch.randint(0, 512, (2, 37), generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        whole = model(idx)
-        state, pieces = None, []
-        for a, b in ((0, 16), (16, 17), (17, 37)):
-            out, state = model(idx[:, a:b], state, return_state=True)
-            pieces.append(out)
-    assert rel_err(torch.cat(pieces, dim=1), whole) <= 1e-5
+    assert pieces_vs_whole(model, idx) <= 1e-5
 
 
 def test_state_layout_and_zero_state(files):

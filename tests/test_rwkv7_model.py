@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import available_ops
+from conftest import available_ops, pieces_vs_whole, rel_err
 
 import rwkvft
 from rwkvft.checkpoint import read_state_dict
@@ -15,9 +15,6 @@ from rwkvft.models.init import init_state_dict, new_config, perturb_state_dict
 
 TOL = 1e-4  # max|diff| / max|logit|
 
-
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((ours.float() - ref.float()).abs().max() / ref.float().abs().max())
 
 
 def tokens(n: int, vocab: int, seed: int) -> list[int]:
@@ -71,13 +68,7 @@ def test_sequence_in_pieces_equals_whole(make_checkpoint, op):
     model = load_model(make_checkpoint(n_layer=3, seed=1))
     model.op = op
     idx = torch.randint(0, 512, (2, 37), generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        whole = model(idx)
-        state, pieces = None, []
-        for a, b in ((0, 16), (16, 17), (17, 37)):
-            out, state = model(idx[:, a:b], state, return_state=True)
-            pieces.append(out)
-    assert rel_err(torch.cat(pieces, dim=1), whole) <= 1e-5
+    assert pieces_vs_whole(model, idx) <= 1e-5
 
 
 def test_zero_state_equals_no_state(make_checkpoint):

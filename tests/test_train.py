@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from rwkvft.cli import main
-from rwkvft.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 FACTS = [
@@ -114,17 +113,7 @@ def test_merged_model_scores_better_in_rwkv_package(tutorial_run, world_model, p
 
 
 # ---------- resume and several processes: token data with a small vocabulary (fast) ----------
-@pytest.fixture(scope="module")
-def small_model(make_checkpoint):
-    return make_checkpoint(n_layer=2, n_embd=128, vocab_size=256, seed=5)
-
-
-@pytest.fixture(scope="module")
-def tokens_npy(tmp_path_factory):
-    p = tmp_path_factory.mktemp("tok") / "tokens.npy"
-    rng = np.random.default_rng(0)
-    np.save(p, np.tile(rng.integers(1, 256, size=97), 30).astype(np.int64))
-    return p
+# (fixtures small_model and tokens_npy live in conftest.py)
 
 
 def _small_flags(model, proj, data, **over):

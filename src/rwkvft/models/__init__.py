@@ -22,8 +22,6 @@ def build_model(cfg: ModelConfig):
 
 def load_model(path, device="cpu", dtype=None):
     """Load an official checkpoint (.pth / .safetensors) as an nn.Module in `dtype` (fp32 default)."""
-    import torch
-
     from ..checkpoint import read_state_dict
     return model_from_state_dict(read_state_dict(path), device=device, dtype=dtype)
 
