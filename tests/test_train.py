@@ -197,6 +197,14 @@ def test_sizes_that_contradict_the_checkpoint(capsys, small_model, tokens_npy, t
     assert "n_embd" in msg and "128" in msg
 
 
+def test_merge_output_equal_to_base_is_refused_before_training(capsys, small_model, tokens_npy, tmp_path):
+    before = small_model.read_bytes()
+    msg = _err(capsys, ["train", *_small_flags(small_model, tmp_path / "p", tokens_npy),
+                        "--merge_output", str(small_model)])
+    assert "is the base model" in msg
+    assert not (tmp_path / "p").exists() and small_model.read_bytes() == before
+
+
 def test_existing_run_is_not_overwritten(capsys, small_model, tokens_npy, tmp_path):
     proj = tmp_path / "p"
     assert main(["train", *_small_flags(small_model, proj, tokens_npy, epoch_count=1)]) == 0

@@ -11,7 +11,7 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import UserError
-from ..utils import atomic_path
+from ..utils import atomic_path, same_file
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
 
@@ -89,11 +89,8 @@ def _check_resume_config(cfg: TrainConfig, proj: Path) -> None:
                             f"{saved[k]!r}; use the same value to continue it")
 
 
-def resolve_hardware(cfg: TrainConfig, version: str = "") -> tuple[str, str, str]:
-    """(lightning accelerator, lightning precision, wkv op) with clear errors for mismatches.
-
-    `version` (x070/x060/x052) picks the ops that can run the model; "" = --my_testing or x070.
-    """
+def resolve_hardware(cfg: TrainConfig) -> tuple[str, str]:
+    """(lightning accelerator, lightning precision) with clear errors for mismatches."""
     acc = {"cuda": "gpu"}.get(cfg.accelerator, cfg.accelerator)
     if acc == "auto":
         acc = "gpu" if torch.cuda.is_available() else "cpu"
@@ -116,11 +113,16 @@ def resolve_hardware(cfg: TrainConfig, version: str = "") -> tuple[str, str, str
         torch.backends.cudnn.allow_tf32 = True
     lightning_precision = {"fp32": "32-true", "tf32": "32-true", "bf16": "bf16-mixed",
                            "fp16": "16-mixed"}[precision]
+    return acc, lightning_precision
+
+
+def resolve_wkv_op(cfg: TrainConfig, acc: str, version: str) -> str:
+    """The WKV op for this model version on this accelerator (--op auto falls back with a note)."""
     from ..kernels import resolve_op
-    op, note = resolve_op(cfg.op, acc == "gpu", version or cfg.my_testing or "x070")
+    op, note = resolve_op(cfg.op, acc == "gpu", version)
     if note:  # one line saying why --op auto fell back
         print(f"rwkvft: {note}")
-    return acc, lightning_precision, op
+    return op
 
 
 def load_base(cfg: TrainConfig):
@@ -236,14 +238,15 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     rank0 = _rank_zero()
     proj = Path(cfg.proj_dir)
-    acc, precision, op = resolve_hardware(cfg)
+    acc, precision = resolve_hardware(cfg)
     acfg = parse_peft(cfg.peft, cfg.peft_config)
+    if cfg.merge_output and same_file(cfg.load_model, cfg.merge_output):
+        raise UserError(f"--merge_output {cfg.merge_output} is the base model; choose another path")
     if rank0:
         prepare_proj_dir(cfg)
     log = RunLog(proj, enabled=rank0)
     base_sd, mcfg, model = load_base(cfg)
-    if op == "cuda" and mcfg.version != "x070":  # no RWKV-6/5 CUDA kernel: auto falls back
-        acc, precision, op = resolve_hardware(cfg, mcfg.version)
+    op = resolve_wkv_op(cfg, acc, mcfg.version)  # the version decides which ops can run it
     model.op, model.grad_cp = op, bool(cfg.grad_cp)
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)
     trainable = inject(model, acfg, list(cfg.train_parts))
@@ -303,20 +306,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     _check_ranks_in_sync(trainer, model, trainable, log)
     if rank0 and cfg.merge_output:
         result.merged = merge_to_file(base_sd, adapter_state_dict(model, trainable), acfg,
-                                      cfg.merge_output, cfg.load_model)
+                                      cfg.merge_output)
         log.line(f"merged model written to {result.merged}")
     if rank0:
         log.line(f"finished {_dt.datetime.now().isoformat(timespec='seconds')}")
     return result
 
 
-def merge_to_file(base_sd, adapter_sd, acfg, output, base_path):
+def merge_to_file(base_sd, adapter_sd, acfg, output):
     from ..checkpoint.merge import merge_state_dict
     from ..checkpoint.rwkv_format import write_state_dict
-    from ..utils import same_file
 
-    if same_file(base_path, output):
-        raise UserError(f"--merge_output {output} is the base model; choose another path")
     adapter_sd = {k: v.detach().float().cpu() for k, v in adapter_sd.items()}
     merged = merge_state_dict(base_sd, adapter_sd, acfg)
     write_state_dict(merged, output, dtype=torch.bfloat16)
