@@ -203,7 +203,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     from .adapters.quant import quantize_base
     from .kernels import resolve_op
     from .training.loss import masked_lm_loss
-    from .training.run import _cast_frozen
+    from .training.run import cast_frozen
 
     check(cfg)
     device = _device(cfg)
@@ -216,7 +216,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     op, note = resolve_op(cfg.op, device.type == "cuda", mcfg.version)
     model.op, model.grad_cp = op, bool(cfg.grad_cp)
     trainable = inject(model, acfg, [])
-    _cast_frozen(model, "bf16-mixed" if precision == "bf16" else "32-true")
+    cast_frozen(model, "bf16-mixed" if precision == "bf16" else "32-true")
     quantize_base(model, cfg.quant, device)
     params = dict(model.named_parameters())
     opt = torch.optim.AdamW([params[n] for n in trainable], lr=cfg.lr,

@@ -181,7 +181,7 @@ def build_data(cfg: TrainConfig, vocab_size: int, world_size: int):
     return dataset
 
 
-def _cast_frozen(model, precision: str) -> None:
+def cast_frozen(model, precision: str) -> None:
     """Keep the frozen base in the training precision (no fp32 copy); adapters stay fp32."""
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     if dtype is None:
@@ -250,7 +250,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     model.op, model.grad_cp = op, bool(cfg.grad_cp)
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)
     trainable = inject(model, acfg, list(cfg.train_parts))
-    _cast_frozen(model, precision)
+    cast_frozen(model, precision)
     quant_note = _quantize(model, cfg, acc)
     world = cfg.devices * cfg.num_nodes
     dataset = build_data(cfg, mcfg.vocab_size, world)
