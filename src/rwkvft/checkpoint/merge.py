@@ -158,14 +158,20 @@ _AI00_TRANSPOSED = ("time_mix_w1", "time_mix_w2", "time_decay_w1", "time_decay_w
                     "a1", "a2", "g1", "g2", "v1", "v2", "time_state", "lora.0")
 
 
+def ai00_key(key: str, ndim: int) -> tuple[str, bool]:
+    """(Ai00 name of an official key, whether its last two dims are transposed there)."""
+    for old, new in _AI00_RENAMES:
+        key = key.replace(old, new)
+    key = key.lower()
+    return key, ndim >= 2 and any(s in key for s in _AI00_TRANSPOSED)
+
+
 def ai00_state_dict(sd: dict) -> dict:
     """Official state dict -> the tensors Ai00 loads from a .st file (fp16, contiguous, owned)."""
     out = {}
     for k, t in sd.items():
-        for old, new in _AI00_RENAMES:
-            k = k.replace(old, new)
-        k = k.lower()
-        if t.dim() >= 2 and any(s in k for s in _AI00_TRANSPOSED):
+        k, transposed = ai00_key(k, t.dim())
+        if transposed:
             t = t.transpose(-2, -1)
         t = t.detach().to("cpu", torch.float16).contiguous().clone()
         if not torch.isfinite(t).all():

@@ -1,0 +1,61 @@
+"""Helpers shared by the export / import tests: tiny bases, trained adapters on disk, modes."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import torch
+
+from rwkvft.adapters import adapter_state_dict, inject, parse_peft
+from rwkvft.checkpoint.adapter_io import fingerprint, save_adapter
+from rwkvft.checkpoint.rwkv_format import write_state_dict
+from rwkvft.models import build_model
+from rwkvft.models.init import new_config, random_state_dict
+
+IDX = torch.tensor([[5, 17, 33, 2, 91, 64, 8, 40, 11, 3, 77, 19]])
+
+
+def tiny_base(version="x070", seed=0, n_embd=64):
+    cfg = new_config(n_layer=2, n_embd=n_embd, vocab_size=97, head_size=16, version=version)
+    return cfg, random_state_dict(cfg, seed=seed)
+
+
+def model_from(cfg, sd):
+    model = build_model(cfg)
+    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    return model.eval()
+
+
+def adapted(method, conf, parts=(), version="x070", seed=0):
+    """(cfg, base_sd, adapted model, adapter sd, config dict) with random non-zero adapter values."""
+    cfg, base_sd = tiny_base(version)
+    model = model_from(cfg, base_sd)
+    torch.manual_seed(seed)
+    names = inject(model, parse_peft(method, conf), list(parts))
+    with torch.no_grad():
+        for n in names:
+            p = model.get_parameter(n)
+            p.add_(torch.randn_like(p) * (0.02 if p.dim() == 3 or n.endswith(("w1", "w2")) else 0.05))
+    config = dict(model.adapter_config.to_dict(), base=fingerprint(base_sd))
+    return cfg, base_sd, model, adapter_state_dict(model, names), config
+
+
+def write_pair(tmp_path: Path, method, conf, parts=(), version="x070"):
+    """Base .pth (fp32) and adapter rwkv-1.pth on disk -> (base path, adapter path, model, base_sd)."""
+    cfg, base_sd, model, asd, _ = adapted(method, conf, parts, version)
+    base = write_state_dict(base_sd, tmp_path / "base.pth", dtype=torch.float32)
+    adapter = save_adapter(tmp_path / "run" / "rwkv-1.pth", asd, model.adapter_config, fingerprint(base_sd))
+    return base, adapter, model, base_sd
+
+
+def normal_modes(path: Path) -> None:
+    """Every file we wrote reads 0644 (folders 0755) under umask 022."""
+    paths = [path] + (sorted(path.rglob("*")) if path.is_dir() else [])
+    for p in paths:
+        mode = stat.S_IMODE(os.stat(p).st_mode)
+        assert mode == (0o755 if p.is_dir() else 0o644), f"{p} has mode {oct(mode)}"
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
