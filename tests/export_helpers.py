@@ -13,11 +13,13 @@ from rwkvft.checkpoint.rwkv_format import write_state_dict
 from rwkvft.models import build_model
 from rwkvft.models.init import new_config, random_state_dict
 
+# HF models: head size 64 (rwkv7-hf derives the ln_x eps from it; RWKV uses 64e-5 for every size)
+HF_SIZE = {"n_embd": 128, "head_size": 64}
 IDX = torch.tensor([[5, 17, 33, 2, 91, 64, 8, 40, 11, 3, 77, 19]])
 
 
-def tiny_base(version="x070", seed=0, n_embd=64):
-    cfg = new_config(n_layer=2, n_embd=n_embd, vocab_size=97, head_size=16, version=version)
+def tiny_base(version="x070", seed=0, n_embd=64, head_size=16):
+    cfg = new_config(n_layer=2, n_embd=n_embd, vocab_size=97, head_size=head_size, version=version)
     return cfg, random_state_dict(cfg, seed=seed)
 
 
@@ -27,9 +29,10 @@ def model_from(cfg, sd):
     return model.eval()
 
 
-def adapted(method, conf, parts=(), version="x070", seed=0):
-    """(cfg, base_sd, adapted model, adapter sd, config dict) with random non-zero adapter values."""
-    cfg, base_sd = tiny_base(version)
+def adapted(method, conf, parts=(), version="x070", seed=0, **size):
+    """(cfg, base_sd, adapted model, adapter sd, config dict) with random non-zero adapter values;
+    size: n_embd, head_size of the base (64 / 16 by default)."""
+    cfg, base_sd = tiny_base(version, **size)
     model = model_from(cfg, base_sd)
     torch.manual_seed(seed)
     names = inject(model, parse_peft(method, conf), list(parts))
@@ -41,9 +44,9 @@ def adapted(method, conf, parts=(), version="x070", seed=0):
     return cfg, base_sd, model, adapter_state_dict(model, names), config
 
 
-def write_pair(tmp_path: Path, method, conf, parts=(), version="x070"):
+def write_pair(tmp_path: Path, method, conf, parts=(), version="x070", **size):
     """Base .pth (fp32) and adapter rwkv-1.pth on disk -> (base path, adapter path, model, base_sd)."""
-    cfg, base_sd, model, asd, _ = adapted(method, conf, parts, version)
+    cfg, base_sd, model, asd, _ = adapted(method, conf, parts, version, **size)
     base = write_state_dict(base_sd, tmp_path / "base.pth", dtype=torch.float32)
     adapter = save_adapter(tmp_path / "run" / "rwkv-1.pth", asd, model.adapter_config, fingerprint(base_sd))
     return base, adapter, model, base_sd

@@ -32,7 +32,11 @@ X052_VECTORS = ("time_mix_k", "time_mix_v", "time_mix_r", "time_mix_g")
 # reading
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """Load a checkpoint as a plain dict of CPU tensors; every bad file raises UserError."""
+    """Load a checkpoint as a plain dict of CPU tensors; every bad file raises UserError.
+    A folder is read as a Hugging Face RWKV-7 model folder (official names)."""
+    if Path(path).is_dir():
+        from .hf_export import read_hf_folder
+        return read_hf_folder(path)
     p = require_file(path, "checkpoint")
     if p.suffix.lower() in SAFETENSORS_SUFFIXES:
         sd = _load_safetensors(p)
