@@ -134,8 +134,12 @@ def _foreign_config(sd: dict, path: Path) -> tuple[dict, dict]:
 
 
 def read_adapter(path) -> tuple[dict, dict]:
-    """(tensors, config dict). Reads our files and RWKV-PEFT's (see module docstring)."""
+    """(tensors, config dict). Reads our files and RWKV-PEFT's (see module docstring), and
+    HF peft adapter folders (MISS / LORA; RWKV-PEFT's `--merge 0` folders too)."""
     path = Path(path)
+    if path.is_dir():
+        from .hf_peft import read_hf_peft
+        return read_hf_peft(path)
     sd = _strip_prefixes(read_state_dict(path))
     if not sd:
         raise UserError(f"adapter file {path} holds no tensors; point --adapter at a saved rwkv-N.pth")

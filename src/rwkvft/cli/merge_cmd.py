@@ -20,7 +20,8 @@ _SUFFIX_FORMAT = {".pth": "pth", ".safetensors": "safetensors", ".st": "st"}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", required=True, help="the base model .pth the adapter was trained on")
     p.add_argument("--adapter", required=True,
-                   help="adapter file (rwkv-N.pth from rwkvft or RWKV-PEFT; .safetensors too)")
+                   help="adapter file (rwkv-N.pth from rwkvft or RWKV-PEFT; .safetensors too) or an HF peft "
+                        "adapter folder (RWKV-PEFT's {proj_dir}-adapter, rwkvft export --format hf-peft)")
     p.add_argument("--output", required=True, help="merged model path (.pth, .safetensors or .st)")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default=None,
                    help="dtype of the written tensors (default bf16; the st format is always fp16)")
@@ -49,8 +50,9 @@ def _resolve_format(out: Path, fmt: str | None) -> str:
 
 
 def _check_paths(args) -> tuple[Path, Path, Path]:
-    base = require_file(args.base, "base model")
-    adapter = require_file(args.adapter, "adapter")
+    # folders: a Hugging Face RWKV-7 model (base) or an HF peft adapter (RWKV-PEFT --merge 0)
+    base = Path(args.base) if Path(args.base).is_dir() else require_file(args.base, "base model")
+    adapter = Path(args.adapter) if Path(args.adapter).is_dir() else require_file(args.adapter, "adapter")
     out = Path(args.output)
     if same_file(base, out):
         raise UserError(f"--output {out} is the base model itself; write the merged model to "
