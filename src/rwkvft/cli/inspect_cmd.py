@@ -1,4 +1,9 @@
-"""`rwkvft inspect MODEL`: what a checkpoint is, read from its tensors."""
+"""`rwkvft inspect PATH`: what a checkpoint, adapter, state, Ai00 or Hugging Face file is.
+
+Models (official .pth / .safetensors, Ai00 .st, HF RWKV-7 folders) print their architecture;
+adapters (ours, RWKV-PEFT's, HF peft folders, Ai00 LoRA files) their method and sizes; state
+files their layers and heads. `rwkvft.checkpoint.identify` tells the kinds apart.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +13,8 @@ _VERSION_NAMES = {"x070": "RWKV-7", "x060": "RWKV-6", "x052": "RWKV-5.2"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="checkpoint (.pth or .safetensors)")
+    parser.add_argument("model", help="model, adapter or state file (.pth, .safetensors, .st, .state) "
+                                      "or a Hugging Face model / HF peft adapter folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -53,8 +59,32 @@ def _text(info: dict) -> str:
     return "\n".join(lines)
 
 
+_MODEL_KINDS = {"model": "RWKV model", "ai00 model": "Ai00 / web-rwkv model",
+                "hf model": "Hugging Face RWKV-7 model folder"}
+
+
+def _kind_text(info: dict) -> str:
+    if info["kind"] in _MODEL_KINDS:
+        return f"kind         {_MODEL_KINDS[info['kind']]} ({info['format']})\n" + _text(info)
+    lines = [f"kind         {info['kind']} ({info['format']})"]
+    for k, v in info.items():
+        if k in ("kind", "format"):
+            continue
+        if isinstance(v, list):
+            v = ", ".join(str(x) for x in v) or "none"
+        elif isinstance(v, int) and k == "parameters":
+            v = f"{v:,}"
+        lines.append(f"{k.replace('_', ' '):<12} {v}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import read_state_dict
-    info = describe(read_state_dict(args.model))
-    print(json.dumps(info) if args.json else _text(info))
+    from ..checkpoint.identify import identify
+    info = identify(args.model)
+    if args.json:
+        if info["kind"] == "model":   # plain models keep the original JSON fields
+            info = {k: v for k, v in info.items() if k not in ("kind", "format")}
+        print(json.dumps(info))
+    else:
+        print(_kind_text(info))
     return 0
