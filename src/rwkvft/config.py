@@ -79,6 +79,7 @@ class TrainConfig:
     peft_config: str = "{}"
     train_parts: list = field(default_factory=list)
     adapter_format: str = "pth"    # pth|safetensors
+    adapter_init: str = ""         # start from this adapter (file or HF peft folder)
     # outputs
     merge_output: str = ""         # write the merged bf16 model here at the end
     resume: bool = False
@@ -148,6 +149,8 @@ HELP = {
     "peft_config": "method options as JSON, e.g. '{\"r\":64}' or '{\"r\":8,\"lora_alpha\":32}'",
     "train_parts": "extra trainable parts: ln, time, emb, head",
     "adapter_format": "adapter file format: pth or safetensors",
+    "adapter_init": "start the adapter from this one (rwkv-N.pth, RWKV-PEFT file or HF peft folder, "
+                    "e.g. RWKV-PEFT's {proj_dir}-adapter) instead of the method's init",
     "merge_output": "also write the merged bf16 model to this path at the end",
     "resume": "continue the run in --proj_dir from its last save",
     "overwrite": "start a new run in a --proj_dir that already holds one",
@@ -278,3 +281,5 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"--wsd_decay_frac must be in (0, 1], got {cfg.wsd_decay_frac}")
     if cfg.resume and cfg.overwrite:
         bad("--resume and --overwrite contradict each other; pick one")
+    if cfg.resume and cfg.adapter_init:
+        bad("--resume continues from last.ckpt, --adapter_init starts a new run from an adapter; pick one")

@@ -250,6 +250,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     model.op, model.grad_cp = op, bool(cfg.grad_cp)
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)
     trainable = inject(model, acfg, list(cfg.train_parts))
+    init_note = ""
+    if cfg.adapter_init:
+        from .adapter_init import load_adapter_init
+        init_note = load_adapter_init(model, acfg, cfg.adapter_init, base_sd)
     cast_frozen(model, precision)
     quant_note = _quantize(model, cfg, acc)
     world = cfg.devices * cfg.num_nodes
@@ -267,6 +271,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         log.line(dataset.summary())
         if quant_note:
             log.line(quant_note)
+        if init_note:
+            log.line(init_note)
 
     def save_fn(epoch_no: int) -> Path:
         path = proj / f"rwkv-{epoch_no}.{cfg.adapter_format}"
