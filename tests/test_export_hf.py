@@ -13,7 +13,7 @@ from rwkvft.checkpoint.merge import merge_state_dict
 from rwkvft.checkpoint.rwkv_format import read_state_dict
 from rwkvft.cli import main
 
-rwkv7_hf = pytest.importorskip("rwkv7_hf")  # test dependency (pyproject [test])
+import rwkv7_hf  # noqa: E402  test dependency (pyproject [test]); missing = failure
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,8 @@ from rwkvft.checkpoint.merge import merge_state_dict
 from rwkvft.checkpoint.rwkv_format import read_state_dict
 from rwkvft.cli import main
 
-rwkv7_hf = pytest.importorskip("rwkv7_hf")  # test dependencies (pyproject [test])
-peft = pytest.importorskip("peft")
+import peft  # noqa: E402  test dependencies (pyproject [test]); missing = failure
+import rwkv7_hf  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
