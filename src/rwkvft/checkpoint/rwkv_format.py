@@ -33,8 +33,8 @@ X052_VECTORS = ("time_mix_k", "time_mix_v", "time_mix_r", "time_mix_g")
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     """Load a checkpoint as a plain dict of CPU tensors; every bad file raises UserError.
-    A folder is read as a Hugging Face RWKV-7 model folder (official names)."""
-    if Path(path).is_dir():
+    A folder with config.json is read as a Hugging Face RWKV-7 model folder (official names)."""
+    if Path(path).is_dir() and (Path(path) / "config.json").exists():
         from .hf_export import read_hf_folder
         return read_hf_folder(path)
     p = require_file(path, "checkpoint")
