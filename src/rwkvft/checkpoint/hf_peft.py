@@ -52,7 +52,10 @@ def _lora(groups: dict, config: dict, base_sd: dict) -> tuple[dict, dict]:
         module = PREFIX + _hf_module(p)
         tensors[f"{module}.lora_A.weight"], tensors[f"{module}.lora_B.weight"] = down, up
         ranks.add((down.shape[0], scale * down.shape[0]))
-    (r, alpha), = ranks   # one r / alpha for the whole adapter (inject uses one config)
+    if len(ranks) != 1:   # LoraConfig has one r / alpha (inject uses one config, so ours agree)
+        raise UserError(f"the adapter's layers have different ranks / alphas {sorted(ranks)}; "
+                        f"export the merged model with --format hf")
+    (r, alpha), = ranks
     peft = {"peft_type": "LORA", "r": r, "lora_alpha": alpha,
             "lora_dropout": float(config.get("dropout", 0.0)), "fan_in_fan_out": False,
             "use_rslora": False, "use_dora": False, "init_lora_weights": True,

@@ -47,8 +47,9 @@ def identify(path) -> dict:
         return _state(sd, fmt)
     if any(k.endswith((".lora.0", ".lora.1")) for k in sd):
         return _ai00_lora(sd, fmt)
-    if (p.parent / "adapter_config.json").exists() or \
-            any(k.rpartition(".")[2] in _ADAPTER_LOCALS for k in sd):
+    # a merged model saved next to a run's adapter_config.json is still a model
+    if any(k.rpartition(".")[2] in _ADAPTER_LOCALS for k in sd) or \
+            ((p.parent / "adapter_config.json").exists() and "emb.weight" not in sd):
         return _adapter(p, fmt)
     if _is_ai00_model(sd, fmt):
         return dict(_model(official_from_ai00(sd)), kind="ai00 model", format="st")
