@@ -70,6 +70,7 @@ class TrainConfig:
     accelerator: str = "auto"      # auto|cpu|gpu
     devices: int = 1
     num_nodes: int = 1
+    dist_timeout: float = 600.0    # seconds to wait for the other nodes to join
     precision: str = ""            # "" = bf16 on GPU, fp32 on CPU
     strategy: str = "auto"
     grad_cp: int = 0
@@ -181,6 +182,7 @@ RANGES: dict[str, Range] = {
     "weight_decay": Range(0, hint="0 = off"),
     "devices": Range(1),
     "num_nodes": Range(1),
+    "dist_timeout": Range(0, lo_open=True, hint="seconds to wait for the other nodes"),
     "grad_cp": Range(0, 1),
     "random_seed": Range(0, 2**32 - 1),
     "num_workers": Range(0, hint="0 = load data in the training process"),
@@ -237,6 +239,7 @@ HELP = {
     "accelerator": "auto, cpu or gpu",
     "devices": "number of devices (processes)",
     "num_nodes": "number of machines",
+    "dist_timeout": "seconds to wait for the other machines to join (--num_nodes > 1)",
     "precision": "fp32, tf32, fp16 or bf16 (default: bf16 on GPU, fp32 on CPU)",
     "strategy": "Lightning strategy: " + ", ".join(STRATEGIES),
     "grad_cp": "1 = activation checkpointing per block (less memory, slower)",

@@ -12,7 +12,7 @@ import torch
 from ..config import TrainConfig
 from ..errors import UserError
 from ..utils import atomic_path
-from . import safety
+from . import nodes, safety
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
 
@@ -180,6 +180,8 @@ def _quantize(model, cfg: TrainConfig, acc: str) -> str:
 
 def _strategy(cfg: TrainConfig):
     """The Lightning strategy; DDP must not broadcast a quantized base (GBs of buffers) every step."""
+    if cfg.num_nodes > 1:
+        return nodes.multi_node_strategy(cfg)
     if cfg.quant != "none" and cfg.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
         return DDPStrategy(broadcast_buffers=False)
@@ -224,6 +226,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     model.op, model.grad_cp = op, bool(cfg.grad_cp)
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)
     trainable = inject(model, acfg, list(cfg.train_parts))
+    if cfg.resume:
+        safety.check_resume_tensors(proj / "last.ckpt", model, trainable)
     cast_frozen(model, precision)
     quant_note = _quantize(model, cfg, acc)
     world = cfg.devices * cfg.num_nodes
@@ -269,6 +273,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if acc == "cpu" and cfg.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
     ckpt = str(proj / "last.ckpt") if cfg.resume else None
+    nodes.announce_wait(trainer, cfg)
     try:
         # last.ckpt holds only tensors and plain values: load it as data, never as code
         trainer.fit(module, loader, ckpt_path=ckpt, weights_only=True)
@@ -277,6 +282,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         kept = f"the last good adapter is {last}" if last else "no adapter had been saved yet"
         log.line(f"stopped: {e}")
         raise UserError(f"training stopped: {e}; {kept}; try a lower --lr_init") from None
+    except RuntimeError as e:
+        timed_out = nodes.wait_timed_out(e, trainer, cfg)
+        if timed_out is None:
+            raise
+        raise timed_out from None
     _check_ranks_in_sync(trainer, model, trainable, log)
     if rank0 and cfg.merge_output:
         result.merged = merge_to_file(base_sd, adapter_state_dict(model, trainable), acfg,

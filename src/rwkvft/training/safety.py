@@ -118,6 +118,25 @@ def read_resume_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def check_resume_tensors(path: Path, model, trainable: list[str]) -> None:
+    """Before anything is written: last.ckpt must hold exactly this config's trainable tensors
+    with their shapes (another r with train_config.json lost would fail deep in Lightning)."""
+    saved = read_resume_checkpoint(path).get("state_dict", {})
+    params = dict(model.named_parameters())
+    want = {f"model.{n}": tuple(params[n].shape) for n in trainable}
+    have = {k: tuple(t.shape) for k, t in saved.items() if hasattr(t, "shape")}
+    if set(have) != set(want):
+        missing, extra = sorted(set(want) - set(have))[:3], sorted(set(have) - set(want))[:3]
+        raise UserError(f"--resume: the saved run's trainable tensors do not match this config "
+                        f"(missing {missing}, unexpected {extra}); resume with the same "
+                        f"--peft/--peft_config/--train_parts")
+    for k in sorted(want):
+        if have[k] != want[k]:
+            raise UserError(f"--resume: the saved run's {k.removeprefix('model.')} has shape "
+                            f"{have[k]} but this config makes {want[k]}; resume with the "
+                            f"--peft_config the run was started with")
+
+
 def check_resume_config(cfg, proj: Path, keys) -> None:
     """The settings in `keys` must match the run's train_config.json (peft_config compared as
     parsed configs, not strings)."""
