@@ -61,13 +61,13 @@ def run_subprocess(argv, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def train_flags(model, proj, data, **over) -> list[str]:
-    """A very small LoRA run on token data (2 epochs of 2 steps, CPU, fp32)."""
+    """A very small LoRA run on token data (2 epochs of 2 steps, CPU, fp32); None drops a flag."""
     flags = {"load_model": model, "proj_dir": proj, "data_file": data, "data_type": "numpy",
              "ctx_len": 16, "micro_bsz": 2, "epoch_steps": 2, "epoch_count": 2, "lr_init": 1e-2,
              "accelerator": "cpu", "precision": "fp32", "peft": "lora",
              "peft_config": '{"r":4,"lora_alpha":8}', "progress": 0}
     flags.update(over)
-    return ["train"] + [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+    return ["train"] + [x for k, v in flags.items() if v is not None for x in (f"--{k}", str(v))]
 
 
 def copy_run(src: Path, dst: Path) -> Path:

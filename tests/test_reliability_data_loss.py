@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
+import lightning  # noqa: F401  imported at collection so its log handler binds the session's
+import pytest  # stderr, not one test's capture (closed after that test)
 import torch
 
 from reliability_helpers import (assert_unchanged, check_one_error, copy_run, expect_error,
