@@ -87,8 +87,8 @@ def check_merge_output(cfg) -> None:
         raise UserError(f"--merge_output {out} is an adapter file (adapter_config.json is "
                         f"beside it); choose another path")
     if path.exists() and not cfg.overwrite:
-        raise UserError(f"--merge_output {out} already exists; choose another path or pass "
-                        f"--overwrite to replace it")
+        how = "move it away first" if cfg.resume else "pass --overwrite to replace it"
+        raise UserError(f"--merge_output {out} already exists; choose another path or {how}")
 
 
 def _data_files(cfg) -> list[Path]:
