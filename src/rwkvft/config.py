@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, quote
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_2",
@@ -69,6 +70,7 @@ class TrainConfig:
     accelerator: str = "auto"      # auto|cpu|gpu
     devices: int = 1
     num_nodes: int = 1
+    dist_timeout: float = 600.0    # seconds to wait for the other nodes to join
     precision: str = ""            # "" = bf16 on GPU, fp32 on CPU
     strategy: str = "auto"
     grad_cp: int = 0
@@ -98,9 +100,107 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
-# Flags RWKV-PEFT parses but that have no effect (here or there): accepted so old scripts run.
-IGNORED_FLAGS = ("dim_att", "dim_ffn", "head_size_divisor", "data_shuffle", "ds_bucket_mb",
-                 "layerwise_lr", "avg_loss", "pre_ffn", "head_qk", "my_pos_emb", "dropout")
+# Flags RWKV-PEFT parses that have no effect here (most are dead there too): accepted so old
+# scripts run, and each one given prints a one-line note saying why it is ignored.
+IGNORED_FLAGS = {
+    "dim_att": "the attention size is read from the checkpoint",
+    "dim_ffn": "the FFN size is read from the checkpoint",
+    "head_size_divisor": "RWKV-5/6/7 checkpoints fix the ln_x scaling; nothing to set",
+    "data_shuffle": "sampling is set by --dataload / --window_sampling and --random_seed",
+    "ds_bucket_mb": "DeepSpeed bucket sizes are left at their defaults",
+    "layerwise_lr": "one learning rate for every trainable tensor (RWKV-PEFT's has no effect on RWKV-7)",
+    "avg_loss": "loss.jsonl logs every step's loss",
+    "pre_ffn": "a legacy RWKV-LM option with no effect on released models",
+    "head_qk": "a legacy RWKV-LM option with no effect on released models",
+    "my_pos_emb": "a legacy RWKV-LM option with no effect on released models",
+    "dropout": "dead in RWKV-PEFT too; for adapter dropout use --peft_config '{\"dropout\": 0.05}'",
+}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The accepted values of one numeric setting: lo <= x <= hi (either bound open, or None for
+    none), finite, plus the special values in `also` (e.g. -1 = "same as lr_init")."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    also: tuple = ()
+    hint: str = ""          # appended to the error: what the value means or a good default
+
+    def contains(self, x) -> bool:
+        if x in self.also:
+            return True
+        if isinstance(x, float) and not math.isfinite(x):
+            return False
+        if self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo)):
+            return False
+        return self.hi is None or not (x > self.hi or (self.hi_open and x == self.hi))
+
+    def describe(self) -> str:
+        if self.hi is None and (self.lo, self.lo_open) in ((1, False), (0, True)):
+            text = "positive"
+        elif self.hi is None:
+            text = f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+        else:
+            lo = "-inf" if self.lo is None else _num(self.lo)
+            text = f"in {'(' if self.lo_open or self.lo is None else '['}{lo}, {_num(self.hi)}" \
+                   f"{')' if self.hi_open else ']'}"
+        if self.also:
+            text += "".join(f" (or {_num(v)})" for v in self.also if v is not None)
+        return text
+
+
+def _num(v) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+# Every numeric TrainConfig field and its accepted values, checked in one place (check_ranges)
+# before any work starts. A new numeric flag needs one row here; test_reliability_messages
+# fails for a numeric field without one.
+RANGES: dict[str, Range] = {
+    "n_layer": Range(0, hint="0 = read from the checkpoint"),
+    "n_embd": Range(0, hint="0 = read from the checkpoint"),
+    "vocab_size": Range(0, hint="0 = read from the checkpoint"),
+    "head_size_a": Range(0, hint="0 = read from the checkpoint"),
+    "ctx_len": Range(1),
+    "micro_bsz": Range(1),
+    "max_bad_fraction": Range(0, 1),
+    "epoch_steps": Range(1),
+    "epoch_count": Range(1),
+    "epoch_begin": Range(0),
+    "epoch_save": Range(1),
+    "my_exit": Range(0, hint="0 = off"),
+    "lr_init": Range(0, 1, lo_open=True, hint="2e-5 is a good MiSS default"),
+    "lr_final": Range(0, 1, also=(-1,), hint="-1 = same as --lr_init"),
+    "warmup_steps": Range(0, also=(-1,), hint="-1 or 0 = no warm-up"),
+    "wsd_decay_frac": Range(0, 1, lo_open=True),
+    "accumulate_grad_batches": Range(1),
+    "grad_clip": Range(0, hint="0 = no clipping"),
+    "beta1": Range(0, 1, hi_open=True, hint="0.9 is the usual value"),
+    "beta2": Range(0, 1, hi_open=True, hint="0.99 is the usual value"),
+    "adam_eps": Range(0, 1, lo_open=True, hint="1e-8 is the usual value"),
+    "weight_decay": Range(0, hint="0 = off"),
+    "devices": Range(1),
+    "num_nodes": Range(1),
+    "dist_timeout": Range(0, lo_open=True, hint="seconds to wait for the other nodes"),
+    "grad_cp": Range(0, 1),
+    "random_seed": Range(0, 2**32 - 1),
+    "num_workers": Range(0, hint="0 = load data in the training process"),
+    "head_chunk": Range(1),
+}
+
+
+def check_ranges(values: dict, ranges: dict[str, Range] = RANGES, prefix: str = "--") -> None:
+    """UserError naming the first value outside its Range (NaN and Inf included)."""
+    for name, rng in ranges.items():
+        if name not in values:
+            continue
+        x = values[name]
+        if not rng.contains(x):
+            hint = f"; {rng.hint}" if rng.hint else ""
+            raise UserError(f"{prefix}{name} must be {rng.describe()}, got {x!r}{hint}")
+
 
 HELP = {
     "load_model": "base RWKV checkpoint (.pth or .safetensors)",
@@ -140,6 +240,7 @@ HELP = {
     "accelerator": "auto, cpu or gpu",
     "devices": "number of devices (processes)",
     "num_nodes": "number of machines",
+    "dist_timeout": "seconds to wait for the other machines to join (--num_nodes > 1)",
     "precision": "fp32, tf32, fp16 or bf16 (default: bf16 on GPU, fp32 on CPU)",
     "strategy": "Lightning strategy: " + ", ".join(STRATEGIES),
     "grad_cp": "1 = activation checkpointing per block (less memory, slower)",
@@ -192,9 +293,15 @@ def _parse_bool(text: str) -> bool:
 
 def load_config_file(path: str) -> dict:
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"--config {p} is a directory; give the YAML or JSON file inside it")
     if not p.is_file():
         raise UserError(f"--config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"--config {p} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
+                        f"offset {e.start}); save it as UTF-8") from None
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(text)
@@ -202,7 +309,7 @@ def load_config_file(path: str) -> dict:
             import yaml
             data = yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
-        raise UserError(f"cannot parse --config {p}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot parse --config {p}: {quote(e)}") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {p} must hold a mapping of flag names to values")
     return data
@@ -213,8 +320,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     values: dict = {}
     if getattr(args, "config", None):
         values.update(load_config_file(args.config))
-    given = {k: v for k, v in vars(args).items()
-             if k not in ("command", "debug", "config") and k not in IGNORED_FLAGS}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "config")}
     values.update(given)
     names = {f.name: f for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - set(names) - set(IGNORED_FLAGS))
@@ -225,23 +331,33 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for k, v in values.items():
         if k in names:
             setattr(cfg, k, _coerce(names[k], v))
-    if isinstance(cfg.peft_config, dict):
-        cfg.peft_config = json.dumps(cfg.peft_config)
     validate(cfg)
+    for k in sorted(set(values) & set(IGNORED_FLAGS)):
+        print(f"rwkvft: note: --{k} is accepted for RWKV-PEFT scripts but ignored: {IGNORED_FLAGS[k]}")
     return cfg
 
 
 def _coerce(f: dataclasses.Field, value):
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if isinstance(default, dict) or f.name == "peft_config":
+    if f.name == "peft_config":
+        if isinstance(value, dict):
+            return json.dumps(value)
+        if not isinstance(value, str):
+            raise UserError(f"peft_config must be a mapping like {{r: 64}} (YAML) or a JSON "
+                            f"object string, got {value!r}")
         return value
     try:
         if isinstance(default, bool):
             return _parse_bool(value) if not isinstance(value, bool) else value
         if isinstance(default, list):
             return list(value) if isinstance(value, (list, tuple)) else [value]
+        if isinstance(default, int) and (isinstance(value, bool) or
+                                         (isinstance(value, float) and not value.is_integer())):
+            raise ValueError(value)  # int(1.5) would silently drop the fraction
+        if isinstance(default, (int, float)) and isinstance(value, (list, dict)):
+            raise TypeError(value)
         return type(default)(value)
-    except (TypeError, ValueError, argparse.ArgumentTypeError):
+    except (TypeError, ValueError, OverflowError, argparse.ArgumentTypeError):
         raise UserError(f"{f.name}: expected {type(default).__name__}, got {value!r}") from None
 
 
@@ -253,14 +369,7 @@ def validate(cfg: TrainConfig) -> None:
         bad("--load_model is required (the base RWKV .pth to fine-tune)")
     if not cfg.data_file and cfg.data_type != "dummy":
         bad("--data_file is required (a binidx prefix, .jsonl, text or .npy file)")
-    for name in ("ctx_len", "micro_bsz", "epoch_steps", "epoch_count", "epoch_save",
-                 "accumulate_grad_batches", "devices", "num_nodes", "head_chunk"):
-        if getattr(cfg, name) <= 0:
-            bad(f"--{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.epoch_begin < 0 or cfg.my_exit < 0 or cfg.warmup_steps < -1:
-        bad("--epoch_begin, --my_exit and --warmup_steps must not be negative")
-    if cfg.lr_init <= 0:
-        bad(f"--lr_init must be positive, got {cfg.lr_init}")
+    check_ranges(dataclasses.asdict(cfg))
     if cfg.precision and cfg.precision not in PRECISIONS:
         bad(f"--precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
     if cfg.strategy not in STRATEGIES:
@@ -271,14 +380,10 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"--peft {cfg.peft!r} is not supported; choose one of {', '.join(PEFT_METHODS)}")
     if cfg.accelerator not in ("auto", "cpu", "gpu", "cuda"):
         bad(f"--accelerator {cfg.accelerator!r} is not one of auto, cpu, gpu")
-    if cfg.grad_cp not in (0, 1):
-        bad(f"--grad_cp must be 0 or 1, got {cfg.grad_cp}")
     if cfg.quant not in QUANT_MODES:
         bad(f"--quant {cfg.quant!r} is not one of {', '.join(QUANT_MODES)}")
     if cfg.adapter_format not in ("pth", "safetensors"):
         bad(f"--adapter_format must be pth or safetensors, got {cfg.adapter_format!r}")
-    if not 0 < cfg.wsd_decay_frac <= 1:
-        bad(f"--wsd_decay_frac must be in (0, 1], got {cfg.wsd_decay_frac}")
     if cfg.resume and cfg.overwrite:
         bad("--resume and --overwrite contradict each other; pick one")
     if cfg.resume and cfg.adapter_init:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
+import warnings
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -87,3 +90,21 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     if b.exists() and a.exists():
         return os.path.samefile(a, b)
     return a.resolve() == b.resolve()
+
+
+class _DropTips(logging.Filter):
+    """Lightning's start-up adverts ("💡 Tip: ... litlogger / litmodels")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+_DROP_TIPS = _DropTips()
+
+
+def quiet_library_noise() -> None:
+    """Hide library messages that are noise to our users on every run (`--debug` keeps them):
+    Lightning's litlogger/litmodels tips and its torch pytree LeafSpec deprecation warning."""
+    warnings.filterwarnings("ignore", message=re.escape("`isinstance(treespec, LeafSpec)` is deprecated"))
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DROP_TIPS)

@@ -93,9 +93,45 @@ def save_adapter(path, sd: dict, cfg, fingerprint: dict | None = None) -> Path:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
         else:
             torch.save(tensors, tmp)
+        digest = _sha256(tmp)
+    # The JSON names every tensor file saved with it (by content), so a file of another run
+    # (another alpha, r or mode) can never be merged with this config.
+    config["files"] = {**_files_saved_with(path.parent / CONFIG_NAME, config), path.name: digest}
     with atomic_path(path.parent / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files_saved_with(cfg_path: Path, config: dict) -> dict:
+    """The files recorded in an existing adapter_config.json of the same config (earlier
+    saves of this run) that still exist; {} for another run's config."""
+    try:
+        old = json.loads(cfg_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(old, dict) or not isinstance(old.get("files"), dict):
+        return {}
+    if {k: v for k, v in old.items() if k != "files"} != {k: v for k, v in config.items() if k != "files"}:
+        return {}
+    return {n: d for n, d in old["files"].items() if (cfg_path.parent / n).exists()}
+
+
+def _check_saved_with(path: Path, config: dict, cfg_path: Path) -> None:
+    files = config.get("files")
+    if not isinstance(files, dict):
+        return  # written before files were recorded: shapes are still checked at merge
+    if _sha256(path) not in files.values():
+        raise UserError(f"{path.name} was not saved with the {CONFIG_NAME} beside it (it is from "
+                        f"another run, or was changed), so its method, r and alpha are unknown; "
+                        f"merge it from the folder of the run that wrote it")
 
 
 # ---------------------------------------------------------------- read
@@ -152,4 +188,5 @@ def read_adapter(path) -> tuple[dict, dict]:
         raise UserError(f"{cfg_path} is not valid JSON ({e}); restore it from the training run") from None
     if not isinstance(config, dict) or "method" not in config:
         raise UserError(f"{cfg_path} has no 'method' field; it is not an rwkvft adapter config")
+    _check_saved_with(path, config, cfg_path)
     return sd, config

@@ -13,6 +13,8 @@ Formulas (W fp32, shapes (out, in)):
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..adapters.lora import lora_delta
@@ -111,6 +113,9 @@ def _apply(base_sd: dict, adapter_sd: dict, config: dict, sign: int) -> dict:
         out[key] = _new_weight(out[key].float(), parts, config, sign)
     changed = [p + ".weight" for p in groups] + (list(full) if sign > 0 else [])
     for k in changed:
+        if not torch.isfinite(out[k]).all() and not torch.isfinite(base_sd[k]).all():
+            raise UserError(f"the base model's tensor {k} contains NaN or Inf; the base file is "
+                            f"damaged: re-download or re-export it, nothing was written")
         if not torch.isfinite(out[k]).all():
             raise UserError(f"merged tensor {k} contains NaN or Inf; the adapter is broken "
                             f"(training diverged?): check its loss log, nothing was written")
@@ -131,8 +136,9 @@ def merge_adapter_file(base_sd: dict, adapter_path, lora_alpha: float | None = N
         if config.get("method") != "lora":
             raise UserError(f"--lora_alpha applies to LoRA adapters only; this one is "
                             f"{config.get('method')}: drop the flag")
-        if lora_alpha <= 0:
-            raise UserError(f"--lora_alpha must be positive, got {lora_alpha:g}")
+        if not (math.isfinite(lora_alpha) and lora_alpha > 0):
+            raise UserError(f"--lora_alpha must be a positive number, got {lora_alpha:g}; "
+                            f"pass the lora_alpha used for training")
         config = dict(config, alpha=lora_alpha)
     check_fingerprint(config.get("base"), base_sd)
     return merge_state_dict(base_sd, adapter_sd, config), config, adapter_sd

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, quote
 from ..models.config import ModelConfig
 from ..utils import atomic_path, require_file
 
@@ -74,8 +74,7 @@ def _load_pth(p: Path):
 
 
 def _short(e: Exception) -> str:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return first[:120]
+    return quote(e)  # the library's whole first sentence, never a mid-word cut
 
 
 def _check_is_state_dict(sd, p: Path) -> None:
@@ -311,6 +310,12 @@ def check_tensors(sd, cfg: ModelConfig) -> None:
         if got != shape and not (got == (cfg.n_embd,) and is_vector_key(k, cfg.version)):
             raise UserError(f"tensor {k} has shape {got}, expected {shape} for this {label} model; "
                             f"the file is inconsistent, re-export it")
+    not_float = [k for k in want if not sd[k].is_floating_point()]
+    if not_float:  # integer weights cannot be trained or multiplied with float activations
+        k = not_float[0]
+        raise UserError(f"tensor {k} is {str(sd[k].dtype).removeprefix('torch.')} "
+                        f"({len(not_float)} tensor(s) are not floating point); RWKV weights are "
+                        f"bf16/fp16/fp32: re-export the checkpoint with float tensors")
 
 
 def is_vector_key(key: str, version: str) -> bool:

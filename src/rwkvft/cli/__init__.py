@@ -9,11 +9,13 @@ and is imported only when its command runs (or when `rwkvft <cmd> --help` is ask
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import traceback
 
-from ..errors import UserError
+from ..errors import UserError, quote
+from ..utils import quiet_library_noise
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,8 +31,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is our one `rwkvft: error:` line (exit 2) like any other."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rwkvft",
         description="Fine-tune RWKV language models with parameter-efficient methods.",
     )
@@ -54,10 +63,44 @@ def _command_in(argv: list[str]) -> str | None:
     return None
 
 
+def _join_negative_numbers(argv: list[str]) -> list[str]:
+    """`--lr_init -1e-3` -> `--lr_init=-1e-3`: argparse takes a negative number in scientific
+    notation for an option, so the range check can refuse it with a reason instead."""
+    out: list[str] = []
+    for a in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _negative_number(a):
+            out[-1] = f"{out[-1]}={a}"
+        else:
+            out.append(a)
+    return out
+
+
+def _negative_number(text: str) -> bool:
+    if not text.startswith("-") or text.startswith("--"):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _os_error_line(e: OSError) -> str:
+    where = f" {e.filename}" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return (f"the disk is full (writing{where}); free some space and run again "
+                f"(files saved before are intact)")
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{where} ({e.strerror}); choose a folder you can write to"
+    return f"file system error on{where or ' a file'}: {e.strerror or quote(e)}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_negative_numbers(list(sys.argv[1:] if argv is None else argv))
     command = _command_in(argv)
     debug = "--debug" in argv
+    if not debug:
+        quiet_library_noise()
     try:
         parser = build_parser(command)
         args = parser.parse_args(argv)
@@ -71,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"rwkvft: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full / read-only folder outside the places that check it
+        if debug:
+            traceback.print_exc()
+        print(f"rwkvft: error: {_os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rwkvft: interrupted", file=sys.stderr)

@@ -27,15 +27,35 @@ def add_arguments(parser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
 
 
+# What the demo writes in --out (besides the run files in run/, see training.safety):
+# `--force` removes exactly these, so anything else in the folder survives.
+DEMO_FILES = ("demo-base.pth", "chat.jsonl", "demo-merged.pth")
+
+
 def _fresh_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise UserError(f"{out} already holds files; pass --force to replace the demo there "
                             f"or choose another --out")
         if not (out / "demo-base.pth").exists():
-            raise UserError(f"{out} does not look like a demo folder; refusing to delete it")
-        shutil.rmtree(out)
+            raise UserError(f"{out} does not look like a demo folder (no demo-base.pth); "
+                            f"choose another --out")
+        _remove_demo_files(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_demo_files(out: Path) -> None:
+    from ..training.safety import clean_stale_temps, run_files
+    for name in DEMO_FILES:
+        (out / name).unlink(missing_ok=True)
+    run = out / "run"
+    for p in run_files(run):
+        p.unlink()
+    clean_stale_temps(run)
+    if run.is_dir() and not any(run.iterdir()):
+        run.rmdir()
 
 
 def run(args) -> int:

@@ -25,13 +25,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="alpha for RWKV-PEFT LoRA adapter files (ours record it)")
 
 
+def _ranges():
+    from ..config import Range
+    return {"max_tokens": Range(0), "temperature": Range(0, hint="0 means greedy"),
+            "top_p": Range(0, 1, lo_open=True, hint="0.85 is a good default"),
+            "seed": Range(0, 2**63 - 1)}
+
+
 def _check(args) -> None:
-    if args.max_tokens < 0:
-        raise UserError(f"--max_tokens must be >= 0 (got {args.max_tokens})")
-    if args.temperature < 0:
-        raise UserError(f"--temperature must be >= 0 (got {args.temperature}); 0 means greedy")
-    if not 0 < args.top_p <= 1:
-        raise UserError(f"--top_p must be in (0, 1] (got {args.top_p}); 0.85 is a good default")
+    from ..config import check_ranges
+    check_ranges(vars(args), _ranges())
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError as e:  # argv bytes that are not UTF-8 arrive as lone surrogates
+        raise UserError(f"--prompt is not valid UTF-8 text (a byte that is not UTF-8 at "
+                        f"character {e.start}); pass the prompt in UTF-8") from None
 
 
 def sample(logits, temperature: float, top_p: float, generator):

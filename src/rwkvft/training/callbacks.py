@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ..errors import UserError
 from ..utils import atomic_path
 
 
@@ -74,6 +75,13 @@ class StepMetrics(L.Callback):
                          "loss": step_loss, "lr": lr, "tokens": self.tokens,
                          "tokens_per_s": round(tps, 1)})
 
+    # Saved in last.ckpt, so a resumed run's loss.jsonl carries on counting tokens.
+    def state_dict(self) -> dict:
+        return {"tokens": self.tokens}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.tokens = int(state_dict.get("tokens", 0))
+
     def epoch_summary(self) -> dict:
         elapsed = time.perf_counter() - (self._t_epoch or time.perf_counter())
         mean = sum(self.epoch_losses) / max(1, len(self.epoch_losses))
@@ -120,7 +128,13 @@ class SaveAdapter(L.Callback):
         ckpt = Path(self.runlog.proj_dir) / "last.ckpt"
         tmp = ckpt.with_name(".last.ckpt.tmp")
         # collective: every rank must call it. The optimizer state is needed for --resume.
-        trainer.save_checkpoint(tmp, weights_only=False)
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)
+        except (OSError, RuntimeError) as e:  # a full disk: torch.save raises RuntimeError
+            tmp.unlink(missing_ok=True)
+            from .safety import save_error_text
+            raise UserError(f"could not save {ckpt} ({save_error_text(e)}); the previous "
+                            f"last.ckpt and the adapters saved so far are intact") from None
         trainer.strategy.barrier()
         if trainer.is_global_zero:
             tmp.replace(ckpt)
@@ -165,3 +179,24 @@ def plot_losses(proj_dir: Path) -> None:
     with atomic_path(Path(proj_dir) / "loss.png") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def truncate_loss_log(proj_dir: Path, last_step: int) -> int:
+    """--resume: drop loss.jsonl rows after the checkpointed step (a killed run logged steps
+    that the resumed run replays), so the file reads as one run. Returns the rows dropped."""
+    path = Path(proj_dir) / "loss.jsonl"
+    if not path.exists():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    keep = [ln for ln in lines if _row_step(ln) is not None and _row_step(ln) <= last_step]
+    if len(keep) != len(lines):
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+    return len(lines) - len(keep)
+
+
+def _row_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # a line cut by a kill
+        return None

@@ -11,11 +11,11 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import UserError
-from ..utils import atomic_path, same_file
-from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses
+from ..utils import atomic_path
+from . import nodes, safety
+from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
 
-RUN_FILES = ("last.ckpt", "train_config.json", "loss.jsonl")
 # settings a resumed run must share with the run it continues
 RESUME_KEYS = ("load_model", "peft", "peft_config", "train_parts", "ctx_len", "micro_bsz",
                "epoch_steps", "accumulate_grad_batches", "data_file", "data_type", "dataload",
@@ -36,12 +36,6 @@ def _rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-def _existing_run(proj: Path) -> list[str]:
-    found = [n for n in RUN_FILES if (proj / n).exists()]
-    found += sorted(p.name for p in proj.glob("rwkv-*.pth")) + sorted(p.name for p in proj.glob("rwkv-*.safetensors"))
-    return found
-
-
 def prepare_proj_dir(cfg: TrainConfig) -> None:
     proj = Path(cfg.proj_dir)
     if proj.exists() and not proj.is_dir():
@@ -53,40 +47,20 @@ def prepare_proj_dir(cfg: TrainConfig) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"--proj_dir {proj} is not writable ({e.strerror}); choose another folder") from None
-    found = _existing_run(proj)
+    safety.clean_stale_temps(proj)
+    found = safety.existing_run(proj)
     if cfg.resume:
         if not (proj / "last.ckpt").exists():
             raise UserError(f"--resume: nothing to resume in {proj} (no last.ckpt); "
                             f"start without --resume")
-        _check_resume_config(cfg, proj)
-        _check_readable_checkpoint(proj / "last.ckpt")
+        safety.check_resume_config(cfg, proj, RESUME_KEYS)
+        resumed_at = safety.read_resume_checkpoint(proj / "last.ckpt").get("global_step", 0)
+        truncate_loss_log(proj, total_optimizer_steps(cfg)[1] + int(resumed_at))
     elif found and not cfg.overwrite:
         raise UserError(f"--proj_dir {proj} already holds a run ({', '.join(found[:3])}); "
                         f"continue it with --resume, pick another --proj_dir, or pass --overwrite")
     elif found:
-        for name in ("last.ckpt", "loss.jsonl"):
-            (proj / name).unlink(missing_ok=True)
-
-
-def _check_readable_checkpoint(path: Path) -> None:
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means the file cannot be resumed from
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"--resume: {path} cannot be read ({first[:120]}); it is damaged or "
-                        f"not ours: restore it, or start a new run with --overwrite") from None
-
-
-def _check_resume_config(cfg: TrainConfig, proj: Path) -> None:
-    saved_path = proj / "train_config.json"
-    if not saved_path.exists():
-        return
-    saved = json.loads(saved_path.read_text(encoding="utf-8"))
-    now = json.loads(cfg.to_json())
-    for k in RESUME_KEYS:
-        if k in saved and saved[k] != now[k]:
-            raise UserError(f"--resume: --{k} is {now[k]!r} but the run in {proj} used "
-                            f"{saved[k]!r}; use the same value to continue it")
+        safety.remove_run_files(cfg, proj)
 
 
 def resolve_hardware(cfg: TrainConfig) -> tuple[str, str]:
@@ -131,6 +105,7 @@ def load_base(cfg: TrainConfig):
     from ..models import load_model
 
     base_sd = read_state_dict(cfg.load_model)
+    safety.check_finite_base(base_sd, cfg.load_model)
     mcfg = infer_config(base_sd)
     check_against(mcfg, n_layer=cfg.n_layer, n_embd=cfg.n_embd, vocab_size=cfg.vocab_size,
                   head_size=cfg.head_size_a, version=cfg.my_testing)
@@ -205,6 +180,8 @@ def _quantize(model, cfg: TrainConfig, acc: str) -> str:
 
 def _strategy(cfg: TrainConfig):
     """The Lightning strategy; DDP must not broadcast a quantized base (GBs of buffers) every step."""
+    if cfg.num_nodes > 1:
+        return nodes.multi_node_strategy(cfg)
     if cfg.quant != "none" and cfg.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
         return DDPStrategy(broadcast_buffers=False)
@@ -240,8 +217,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     proj = Path(cfg.proj_dir)
     acc, precision = resolve_hardware(cfg)
     acfg = parse_peft(cfg.peft, cfg.peft_config)
-    if cfg.merge_output and same_file(cfg.load_model, cfg.merge_output):
-        raise UserError(f"--merge_output {cfg.merge_output} is the base model; choose another path")
+    safety.check_merge_output(cfg)
     if rank0:
         prepare_proj_dir(cfg)
     log = RunLog(proj, enabled=rank0)
@@ -250,6 +226,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     model.op, model.grad_cp = op, bool(cfg.grad_cp)
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)
     trainable = inject(model, acfg, list(cfg.train_parts))
+    if cfg.resume:
+        safety.check_resume_tensors(proj / "last.ckpt", model, trainable)
     init_note = ""
     if cfg.adapter_init:
         from .adapter_init import load_adapter_init
@@ -279,9 +257,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         sd = {k: v.detach().float().cpu().clone() for k, v in adapter_state_dict(model, trainable).items()}
         try:
             save_adapter(path, sd, acfg, base_fp)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
             prev = result.adapters[-1].name if result.adapters else "none yet"
-            raise UserError(f"could not save the adapter to {path} ({e.strerror or e}); "
+            raise UserError(f"could not save the adapter to {path} ({safety.save_error_text(e)}); "
                             f"the previous save ({prev}) is intact") from None
         result.adapters.append(path)
         log.line(f"saved {path}")
@@ -301,6 +279,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if acc == "cpu" and cfg.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
     ckpt = str(proj / "last.ckpt") if cfg.resume else None
+    nodes.announce_wait(trainer, cfg)
     try:
         # last.ckpt holds only tensors and plain values: load it as data, never as code
         trainer.fit(module, loader, ckpt_path=ckpt, weights_only=True)
@@ -309,6 +288,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         kept = f"the last good adapter is {last}" if last else "no adapter had been saved yet"
         log.line(f"stopped: {e}")
         raise UserError(f"training stopped: {e}; {kept}; try a lower --lr_init") from None
+    except RuntimeError as e:
+        timed_out = nodes.wait_timed_out(e, trainer, cfg)
+        if timed_out is None:
+            raise
+        raise timed_out from None
     _check_ranks_in_sync(trainer, model, trainable, log)
     if rank0 and cfg.merge_output:
         result.merged = merge_to_file(base_sd, adapter_state_dict(model, trainable), acfg,
