@@ -11,9 +11,9 @@ from pip_rwkv6_oracle import run_jobs
 
 import rwkvft
 from rwkvft.adapters import adapter_state_dict, inject, parse_peft
-from rwkvft.checkpoint import infer_config, read_state_dict, write_state_dict
+from rwkvft.checkpoint import read_state_dict, write_state_dict
 from rwkvft.checkpoint.merge import merge_state_dict
-from rwkvft.checkpoint.rwkv_format import check_against, official_shapes
+from rwkvft.models.schema import check_against, infer_config, official_shapes
 from rwkvft.cli import main
 from rwkvft.cli.generate_cmd import stream_tokens
 from rwkvft.data.tokenizer import WorldTokenizer

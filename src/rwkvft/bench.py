@@ -214,7 +214,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     model = _load(cfg, device).train()
     mcfg = model.config
     op, note = resolve_op(cfg.op, device.type == "cuda", mcfg.version)
-    model.op, model.grad_cp = op, bool(cfg.grad_cp)
+    model.set_runtime(op=op, grad_cp=bool(cfg.grad_cp))
     trainable = inject(model, acfg, [])
     cast_frozen(model, "bf16-mixed" if precision == "bf16" else "32-true")
     quantize_base(model, cfg.quant, device)

@@ -127,13 +127,15 @@ def resolve_wkv_op(cfg: TrainConfig, acc: str, version: str) -> str:
 
 def load_base(cfg: TrainConfig):
     """(base state dict as read (mmap), its ModelConfig, an fp32 model holding it)."""
-    from ..checkpoint.rwkv_format import check_against, infer_config, read_state_dict
-    from ..models import load_model
+    from ..checkpoint.rwkv_format import read_state_dict
+    from ..models.build import load_model
+    from ..models.schema import check_against, infer_config
 
     base_sd = read_state_dict(cfg.load_model)
     mcfg = infer_config(base_sd)
     check_against(mcfg, n_layer=cfg.n_layer, n_embd=cfg.n_embd, vocab_size=cfg.vocab_size,
                   head_size=cfg.head_size_a, version=cfg.my_testing)
+    # read again rather than share base_sd's (mmap) tensors: training updates parameters in place
     model = load_model(cfg.load_model, dtype=torch.float32).train()
     return base_sd, mcfg, model
 
@@ -247,7 +249,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     log = RunLog(proj, enabled=rank0)
     base_sd, mcfg, model = load_base(cfg)
     op = resolve_wkv_op(cfg, acc, mcfg.version)  # the version decides which ops can run it
-    model.op, model.grad_cp = op, bool(cfg.grad_cp)
+    model.set_runtime(op=op, grad_cp=bool(cfg.grad_cp))
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)
     trainable = inject(model, acfg, list(cfg.train_parts))
     cast_frozen(model, precision)
