@@ -12,13 +12,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .adapters import registry as peft_registry
 from .errors import UserError
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_2",
               "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 SCHEDULES = ("cos_decay", "wsd")
-PEFT_METHODS = ("miss", "lora", "pissa")
 QUANT_MODES = ("none", "int8", "nf4")
 
 
@@ -144,7 +144,7 @@ HELP = {
     "grad_cp": "1 = activation checkpointing per block (less memory, slower)",
     "op": "WKV operator: auto (GPU: cuda, else fla, else chunked), chunked, reference (CPU); cuda, fla, triton (GPU)",
     "quant": "store the frozen base weights as none, int8 or nf4 (needs the quant extra: bitsandbytes)",
-    "peft": "method: miss, lora or pissa",
+    "peft": "method: " + ", ".join(peft_registry.names()) + " (none = full fine-tuning)",
     "peft_config": "method options as JSON, e.g. '{\"r\":64}' or '{\"r\":8,\"lora_alpha\":32}'",
     "train_parts": "extra trainable parts: ln, time, emb, head",
     "adapter_format": "adapter file format: pth or safetensors",
@@ -264,8 +264,8 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"--strategy {cfg.strategy!r} is not one of {', '.join(STRATEGIES)}")
     if cfg.lr_schedule not in SCHEDULES:
         bad(f"--lr_schedule {cfg.lr_schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if cfg.peft not in PEFT_METHODS:
-        bad(f"--peft {cfg.peft!r} is not supported; choose one of {', '.join(PEFT_METHODS)}")
+    if cfg.peft not in peft_registry.names():
+        bad(f"--peft {cfg.peft!r} is not supported; choose one of {', '.join(peft_registry.names())}")
     if cfg.accelerator not in ("auto", "cpu", "gpu", "cuda"):
         bad(f"--accelerator {cfg.accelerator!r} is not one of auto, cpu, gpu")
     if cfg.grad_cp not in (0, 1):
