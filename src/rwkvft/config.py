@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .adapters import registry as peft_registry
+from .data.readers import DATA_TYPES
 from .errors import UserError
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
@@ -34,7 +35,7 @@ class TrainConfig:
     vocab_size: int = 0            # 0 = from the file (the tutorial's 65536 is checked)
     head_size_a: int = 0           # RWKV-PEFT's head size flag; 0 = from the file
     # data
-    data_type: str = "auto"        # auto|binidx|jsonl|utf-8|utf-16le|numpy|uint16|dummy|sft
+    data_type: str = "auto"        # auto or one of data.readers.DATA_TYPES
     dataload: str = "auto"         # auto|get|pad|only|pack (auto: pad for records, get for streams)
     loss_mask: str = "none"        # none|pad|qa
     ctx_len: int = 1024
@@ -90,9 +91,6 @@ class TrainConfig:
     head_chunk: int = 2048         # tokens per head+cross-entropy chunk (bounds logits memory)
     progress: bool = True
 
-    def resolved_lr_final(self) -> float:
-        return self.lr_init if self.lr_final < 0 else self.lr_final
-
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
@@ -110,7 +108,7 @@ HELP = {
     "n_embd": "embedding size; 0 = read from the checkpoint (a wrong value is an error)",
     "vocab_size": "vocabulary size; 0 = read from the checkpoint (a wrong value is an error)",
     "head_size_a": "WKV head size; 0 = read from the checkpoint",
-    "data_type": "auto, binidx, jsonl, utf-8, utf-16le, numpy, uint16, dummy, sft",
+    "data_type": "auto, " + ", ".join(DATA_TYPES),
     "dataload": "sampling: get (random windows), pad (one document per sample), only, pack; auto = pad for jsonl/sft, get otherwise",
     "loss_mask": "none, pad (ignore padding) or qa (train on assistant/response tokens only)",
     "ctx_len": "tokens per training sample",
