@@ -143,7 +143,8 @@ HELP = {
     "op": "WKV operator: auto (GPU: cuda, else fla, else chunked), chunked, reference (CPU); cuda, fla, triton (GPU)",
     "quant": "store the frozen base weights as none, int8 or nf4 (needs the quant extra: bitsandbytes)",
     "peft": "method: " + ", ".join(peft_registry.names()) + " (none = full fine-tuning)",
-    "peft_config": "method options as JSON, e.g. '{\"r\":64}' or '{\"r\":8,\"lora_alpha\":32}'",
+    "peft_config": "method options as JSON, e.g. '{\"r\":64}' or '{\"r\":8,\"lora_alpha\":32}'; "
+                   "'{\"layers\":\"12-23\"}' (or [0,1,2]) adapts only those layers",
     "train_parts": "extra trainable parts: ln, time, emb, head",
     "adapter_format": "adapter file format: pth or safetensors",
     "merge_output": "also write the merged bf16 model to this path at the end",
