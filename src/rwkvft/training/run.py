@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,6 +27,9 @@ from ..errors import UserError
 from ..utils import atomic_path, same_file
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
+
+if TYPE_CHECKING:
+    from ..data import DataConfig
 
 RUN_FILES = ("last.ckpt", "train_config.json", "loss.jsonl")
 # settings a resumed run must share with the run it continues
@@ -49,7 +53,7 @@ class Plan:
     precision: str           # lightning precision: 32-true | bf16-mixed | 16-mixed
     peft: AdapterConfig
     method: PeftMethod
-    data: object             # data.DataConfig; vocab_size 0 until the base is read
+    data: DataConfig         # vocab_size 0 until the base is read
     world: int               # processes in all
     rank0: bool
 
@@ -68,9 +72,13 @@ def plan_run(cfg: TrainConfig) -> Plan:
     if cfg.merge_output and same_file(cfg.load_model, cfg.merge_output):
         raise UserError(f"--merge_output {cfg.merge_output} is the base model; choose another path")
     check_op_name(cfg.op, acc)
+    method = registry.get(peft.method)
+    if method.full_model and cfg.quant != "none":
+        raise UserError(f"--quant {cfg.quant} stores the frozen base under adapters, but --peft "
+                        f"{method.name} trains every weight; use --quant none")
     data = data_config(cfg)
     check_loggers(cfg)
-    return Plan(cfg, acc, precision, peft, registry.get(peft.method), data,
+    return Plan(cfg, acc, precision, peft, method, data,
                 cfg.devices * cfg.num_nodes, _rank_zero())
 
 
