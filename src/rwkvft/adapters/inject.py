@@ -11,10 +11,10 @@ from torch import nn
 
 from ..errors import UserError
 from ..models.schema import PARAM_GROUPS, in_group, param_group
+from . import registry
 from .base import AdaptedLinear
 from .config import AdapterConfig
 from .method import V6_TARGETS, V7_TARGETS, resolve_targets  # noqa: F401  (public names)
-from . import registry
 
 
 class Injected(list):
