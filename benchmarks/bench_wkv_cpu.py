@@ -95,7 +95,7 @@ def bench_model(T, repeats):
     print(f"\n(b) full model L={cfg.n_layer} C={cfg.n_embd} V={cfg.vocab_size}, B=1 T={T}, "
           "fp32, no_grad (incl. the head)")
     for op in ("reference", "chunked"):
-        model.op = op
+        model.set_runtime(op=op)
         # the 65536-wide head is ~40% of the FLOPs, so also time the blocks alone
         for what, call in (("full   ", model), ("no head", model.forward_features)):
             def go():

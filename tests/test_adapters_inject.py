@@ -66,7 +66,7 @@ def test_default_targets_rwkv7_and_rwkv6():
     names = inject(model, parse_peft("miss", '{"r": 8}'))
     assert _wrapped(model) == sorted(f"blocks.{l}.{t}" for l in range(2) for t in V7_TARGETS)
     assert names == sorted(f"blocks.{l}.{t}.miss" for l in range(2) for t in V7_TARGETS)
-    assert model.adapter_config.targets == sorted(V7_TARGETS)
+    assert names.config.targets == sorted(V7_TARGETS)
     cfg = parse_peft("lora", '{"r": 2}')
     model, _ = tiny_model()
     inject(model, cfg, ["ln"])
@@ -190,7 +190,7 @@ def test_adapter_file_round_trip(tmp_path, suffix, method, conf):
                 p.add_(torch.randn_like(p) * 0.05)
     want = model(IDX).detach()
     sd = adapter_state_dict(model, names)
-    path = save_adapter(tmp_path / f"rwkv-1{suffix}", sd, model.adapter_config, fingerprint(base_sd))
+    path = save_adapter(tmp_path / f"rwkv-1{suffix}", sd, names.config, fingerprint(base_sd))
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
     assert cfg["method"] == method and cfg["train_parts"] == ["ln"] and cfg["r"] == conf["r"]
     assert cfg["base"]["n_layer"] == 2 and cfg["base"]["n_embd"] == 64 and cfg["base"]["version"] == "x070"

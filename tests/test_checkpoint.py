@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from rwkvft.checkpoint import check_against, infer_config, read_state_dict, write_state_dict
-from rwkvft.checkpoint.rwkv_format import x070_shapes
+from rwkvft.checkpoint import read_state_dict, write_state_dict
+from rwkvft.models.schema import check_against, infer_config, x070_shapes
 from rwkvft.errors import UserError
 from rwkvft.models import load_model
 from rwkvft.models.config import ModelConfig

@@ -40,7 +40,7 @@ def trained_adapter(method, conf, parts=(), seed=0):
         for n in names:
             p = model.get_parameter(n)
             p.add_(torch.randn_like(p) * (0.02 if p.dim() == 3 else 0.05))
-    return cfg, base_sd, model, adapter_state_dict(model, names), model.adapter_config.to_dict()
+    return cfg, base_sd, model, adapter_state_dict(model, names), names.config.to_dict()
 
 
 METHODS = [("miss", {"r": 8}), ("miss", {"r": 12}), ("miss", {"r": 16, "mode": "bat"}),
@@ -161,14 +161,14 @@ def test_cli_merge_own_adapter_bf16_default(tmp_path):
         for n in names:
             model.get_parameter(n).normal_(0, 0.05)
     asd = adapter_state_dict(model, names)
-    save_adapter(tmp_path / "run" / "rwkv-2.pth", asd, model.adapter_config, fingerprint(base))
+    save_adapter(tmp_path / "run" / "rwkv-2.pth", asd, names.config, fingerprint(base))
     out = tmp_path / "merged.pth"
     assert main(["merge", "--base", str(base_path), "--adapter", str(tmp_path / "run" / "rwkv-2.pth"),
                  "--output", str(out)]) == 0
     merged = torch.load(out, weights_only=True)
     assert list(merged) == list(base)
     assert all(t.dtype == torch.bfloat16 and t.shape == base[k].shape for k, t in merged.items())
-    want = merge_state_dict(base, asd, model.adapter_config)["blocks.0.att.key.weight"]
+    want = merge_state_dict(base, asd, names.config)["blocks.0.att.key.weight"]
     assert torch.equal(merged["blocks.0.att.key.weight"], want.to(torch.bfloat16))
 
 
@@ -227,8 +227,8 @@ def test_cli_merge_st_format_is_ai00_ready(tmp_path):
 
 
 def test_adapter_config_json_is_complete(tmp_path):
-    _, base_sd, model, asd, _ = trained_adapter("miss", {"r": 8, "mode": "mini", "mini_r": 16}, parts=["time"])
-    save_adapter(tmp_path / "rwkv-1.safetensors", asd, model.adapter_config, fingerprint(base_sd))
+    _, base_sd, model, asd, config = trained_adapter("miss", {"r": 8, "mode": "mini", "mini_r": 16}, parts=["time"])
+    save_adapter(tmp_path / "rwkv-1.safetensors", asd, config, fingerprint(base_sd))
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
     for key, value in {"method": "miss", "mode": "mini", "r": 8, "mini_r": 16, "dropout": 0.0,
                        "train_parts": ["time"], "format": "rwkvft-adapter"}.items():
@@ -237,4 +237,4 @@ def test_adapter_config_json_is_complete(tmp_path):
                                      "ffn.key", "ffn.value"])
     assert set(cfg["base"]) == {"version", "n_layer", "n_embd", "vocab_size", "checksum"}
     with pytest.raises(UserError, match=r"adapter file .*rwkv-1.bin must end in .pth or .safetensors"):
-        save_adapter(tmp_path / "rwkv-1.bin", asd, model.adapter_config)
+        save_adapter(tmp_path / "rwkv-1.bin", asd, config)

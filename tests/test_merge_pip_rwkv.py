@@ -50,7 +50,7 @@ def test_merged_pth_in_pip_rwkv_matches_adapted_model(tmp_path, pip_rwkv, method
             p.add_(torch.randn_like(p) * (0.02 if p.dim() == 3 else 0.05))
     want = model(torch.tensor([TOKENS]))[0].detach()
     save_adapter(tmp_path / "run" / "rwkv-1.pth", adapter_state_dict(model, names),
-                 model.adapter_config, fingerprint(base))
+                 names.config, fingerprint(base))
     out = tmp_path / "merged.pth"
     assert main(["merge", "--base", str(base_path), "--adapter", str(tmp_path / "run" / "rwkv-1.pth"),
                  "--output", str(out), "--dtype", "fp32"]) == 0

@@ -11,9 +11,9 @@ from pip_rwkv6_oracle import run_jobs
 
 import rwkvft
 from rwkvft.adapters import adapter_state_dict, inject, parse_peft
-from rwkvft.checkpoint import infer_config, read_state_dict, write_state_dict
+from rwkvft.checkpoint import read_state_dict, write_state_dict
 from rwkvft.checkpoint.merge import merge_state_dict
-from rwkvft.checkpoint.rwkv_format import check_against, official_shapes
+from rwkvft.models.schema import check_against, infer_config, official_shapes
 from rwkvft.cli import main
 from rwkvft.cli.generate_cmd import stream_tokens
 from rwkvft.data.tokenizer import WorldTokenizer
@@ -66,7 +66,7 @@ def miss_run(files, tmp_path_factory):
     model.eval()
     with torch.no_grad():
         adapted = model(torch.tensor([TOKENS]))[0]
-    merged = merge_state_dict(base_sd, adapter_state_dict(model, names), model.adapter_config)
+    merged = merge_state_dict(base_sd, adapter_state_dict(model, names), names.config)
     return {"names": names, "losses": losses, "adapted": adapted, "base_sd": base_sd,
             "fp32": write_state_dict(merged, root / "merged_fp32.pth", dtype=torch.float32),
             "bf16": write_state_dict(merged, root / "merged.pth")}
@@ -275,7 +275,7 @@ def test_extra_keys_and_version_flags(tmp_path):
 def test_default_targets_include_gate_and_time_part(files):
     model = load_model(files["x060"])
     names = inject(model, parse_peft("miss", {"r": 8}), ["time"])
-    assert model.adapter_config.targets == ["att.gate", "att.key", "att.output", "att.receptance",
+    assert names.config.targets == ["att.gate", "att.key", "att.output", "att.receptance",
                                            "att.value", "ffn.key", "ffn.receptance", "ffn.value"]
     assert sum(n.endswith(".miss") for n in names) == 8 * 3
     time = {n for n in names if not n.endswith(".miss")}

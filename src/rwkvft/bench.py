@@ -1,8 +1,8 @@
 """`rwkvft bench`: steady-state training throughput, peak memory and MFU of a fine-tuning setup.
 
-It runs the trainer's own pieces without Lightning: the model from rwkvft.models, `inject`,
-the trainer's frozen-weight cast and --quant, `model.forward_features` + the chunked
-`masked_lm_loss`, and AdamW on the trainable parameters. Warm-up steps (kernel builds, Triton
+It runs the trainer's own recipe steps without Lightning: the model from rwkvft.models,
+`training.run.prepare_model` (inject, frozen-weight cast, --quant), the step's loss
+`training.loss.batch_loss`, and AdamW on the trainable parameters. Warm-up steps (kernel builds, Triton
 autotune, allocator growth) are run first and not timed.
 
 MFU = model FLOPs per token x tokens/s / the matmul rate measured in the same process
@@ -24,7 +24,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .adapters import parse_peft
+from .config import QUANT_MODES
 from .errors import UserError
+from .models.schema import LAYER0_UNUSED
 
 # name -> (n_layer, n_embd): the released RWKV-7 sizes, plus a CPU-sized one
 SIZES = {"tiny": (2, 128), "0.1b": (12, 768), "0.4b": (24, 1024), "1.5b": (24, 2048),
@@ -32,8 +35,6 @@ SIZES = {"tiny": (2, 128), "0.1b": (12, 768), "0.4b": (24, 1024), "1.5b": (24, 2
 PRECISIONS = ("fp32", "tf32", "bf16")
 # parameters never used as a matrix in a matmul (gathers and elementwise per-head vectors)
 _NOT_MATMUL = ("emb.weight", ".r_k", ".time_faaaa", ".time_first")
-# some x070 files carry layer-0 value-residual weights the model never uses
-_LAYER0_UNUSED = ("blocks.0.att.v1", "blocks.0.att.v2")
 
 
 @dataclass
@@ -67,8 +68,8 @@ def check(cfg: BenchConfig) -> None:
         raise UserError(f"--warmup must not be negative, got {cfg.warmup}")
     if cfg.precision and cfg.precision not in PRECISIONS:
         raise UserError(f"--precision {cfg.precision!r}: bench runs {', '.join(PRECISIONS)}")
-    if cfg.quant not in ("none", "int8", "nf4"):
-        raise UserError(f"--quant {cfg.quant!r} is not one of none, int8, nf4")
+    if cfg.quant not in QUANT_MODES:
+        raise UserError(f"--quant {cfg.quant!r} is not one of {', '.join(QUANT_MODES)}")
     if cfg.grad_cp not in (0, 1):
         raise UserError(f"--grad_cp must be 0 or 1, got {cfg.grad_cp}")
 
@@ -133,7 +134,7 @@ def matmul_param_counts(model) -> dict:
     """
     total = trainable = blocks = 0
     for n, p in model.named_parameters():
-        if _is_matmul(n, p) and n not in _LAYER0_UNUSED:
+        if _is_matmul(n, p) and not LAYER0_UNUSED.search(n):
             total += p.numel()
             trainable += p.numel() if p.requires_grad else 0
             blocks += p.numel() if n.startswith("blocks.") else 0
@@ -199,25 +200,23 @@ def _batch(cfg: BenchConfig, vocab: int, device, gen):
 
 def run_bench(cfg: BenchConfig) -> dict:
     """Set up as `rwkvft train` would, time `steps` optimizer steps after `warmup`; one dict."""
-    from .adapters import inject, parse_peft
-    from .adapters.quant import quantize_base
     from .kernels import resolve_op
-    from .training.loss import masked_lm_loss
-    from .training.run import cast_frozen
+    from .training.loss import batch_loss
+    from .training.run import check_op_name, prepare_model
 
     check(cfg)
     device = _device(cfg)
     precision = cfg.precision or ("bf16" if device.type == "cuda" else "fp32")
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     acfg = parse_peft(cfg.peft, cfg.peft_config)
+    check_op_name(cfg.op, "gpu" if device.type == "cuda" else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.manual_seed(cfg.seed)
     model = _load(cfg, device).train()
     mcfg = model.config
     op, note = resolve_op(cfg.op, device.type == "cuda", mcfg.version)
-    model.op, model.grad_cp = op, bool(cfg.grad_cp)
-    trainable = inject(model, acfg, [])
-    cast_frozen(model, "bf16-mixed" if precision == "bf16" else "32-true")
-    quantize_base(model, cfg.quant, device)
+    model.set_runtime(op=op, grad_cp=bool(cfg.grad_cp))
+    trainable, _ = prepare_model(model, acfg, [], "bf16-mixed" if precision == "bf16" else "32-true",
+                                 cfg.quant, device)
     params = dict(model.named_parameters())
     opt = torch.optim.AdamW([params[n] for n in trainable], lr=cfg.lr,
                             **({"fused": True} if device.type == "cuda" else {}))
@@ -227,9 +226,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     def step():
         inputs, targets, mask = _batch(cfg, mcfg.vocab_size, device, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            h, _ = model.forward_features(inputs)
-            loss_sum, count = masked_lm_loss(model.head, h, targets, mask, chunk=cfg.head_chunk)
-            loss = loss_sum / count.clamp(min=1)
+            loss = batch_loss(model, inputs, targets, mask, chunk=cfg.head_chunk)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

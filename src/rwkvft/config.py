@@ -13,13 +13,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .adapters import registry as peft_registry
+from .data.readers import DATA_TYPES
 from .errors import UserError, quote
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_2",
               "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 SCHEDULES = ("cos_decay", "wsd")
-PEFT_METHODS = ("miss", "lora", "pissa")
 QUANT_MODES = ("none", "int8", "nf4")
 
 
@@ -35,7 +36,7 @@ class TrainConfig:
     vocab_size: int = 0            # 0 = from the file (the tutorial's 65536 is checked)
     head_size_a: int = 0           # RWKV-PEFT's head size flag; 0 = from the file
     # data
-    data_type: str = "auto"        # auto|binidx|jsonl|utf-8|utf-16le|numpy|uint16|dummy|sft
+    data_type: str = "auto"        # auto or one of data.readers.DATA_TYPES
     dataload: str = "auto"         # auto|get|pad|only|pack (auto: pad for records, get for streams)
     loss_mask: str = "none"        # none|pad|qa
     ctx_len: int = 1024
@@ -92,9 +93,6 @@ class TrainConfig:
     num_workers: int = 0
     head_chunk: int = 2048         # tokens per head+cross-entropy chunk (bounds logits memory)
     progress: bool = True
-
-    def resolved_lr_final(self) -> float:
-        return self.lr_init if self.lr_final < 0 else self.lr_final
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -211,7 +209,7 @@ HELP = {
     "n_embd": "embedding size; 0 = read from the checkpoint (a wrong value is an error)",
     "vocab_size": "vocabulary size; 0 = read from the checkpoint (a wrong value is an error)",
     "head_size_a": "WKV head size; 0 = read from the checkpoint",
-    "data_type": "auto, binidx, jsonl, utf-8, utf-16le, numpy, uint16, dummy, sft",
+    "data_type": "auto, " + ", ".join(DATA_TYPES),
     "dataload": "sampling: get (random windows), pad (one document per sample), only, pack; auto = pad for jsonl/sft, get otherwise",
     "loss_mask": "none, pad (ignore padding) or qa (train on assistant/response tokens only)",
     "ctx_len": "tokens per training sample",
@@ -246,8 +244,9 @@ HELP = {
     "grad_cp": "1 = activation checkpointing per block (less memory, slower)",
     "op": "WKV operator: auto (GPU: cuda, else fla, else chunked), chunked, reference (CPU); cuda, fla, triton (GPU)",
     "quant": "store the frozen base weights as none, int8 or nf4 (needs the quant extra: bitsandbytes)",
-    "peft": "method: miss, lora or pissa",
-    "peft_config": "method options as JSON, e.g. '{\"r\":64}' or '{\"r\":8,\"lora_alpha\":32}'",
+    "peft": "method: " + ", ".join(peft_registry.names()) + " (none = full fine-tuning)",
+    "peft_config": "method options as JSON, e.g. '{\"r\":64}' or '{\"r\":8,\"lora_alpha\":32}'; "
+                   "'{\"layers\":\"12-23\"}' (or [0,1,2]) adapts only those layers",
     "train_parts": "extra trainable parts: ln, time, emb, head",
     "adapter_format": "adapter file format: pth or safetensors",
     "adapter_init": "start the adapter from this one (rwkv-N.pth, RWKV-PEFT file or HF peft folder, "
@@ -376,8 +375,8 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"--strategy {cfg.strategy!r} is not one of {', '.join(STRATEGIES)}")
     if cfg.lr_schedule not in SCHEDULES:
         bad(f"--lr_schedule {cfg.lr_schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if cfg.peft not in PEFT_METHODS:
-        bad(f"--peft {cfg.peft!r} is not supported; choose one of {', '.join(PEFT_METHODS)}")
+    if cfg.peft not in peft_registry.names():
+        bad(f"--peft {cfg.peft!r} is not supported; choose one of {', '.join(peft_registry.names())}")
     if cfg.accelerator not in ("auto", "cpu", "gpu", "cuda"):
         bad(f"--accelerator {cfg.accelerator!r} is not one of auto, cpu, gpu")
     if cfg.quant not in QUANT_MODES:

@@ -1,73 +1,57 @@
-"""Adapter configuration: `--peft <method> --peft_config '<json>'` -> AdapterConfig.
+"""Adapter configuration: the record `parse_peft` returns and the validators methods share.
 
-Only checks that need no model happen here (types, ranges, known keys). Checks that depend on a
-layer's size (r > in_features, bat divisibility, mini_r) happen at injection, where the layer
-name can be put in the message.
-
-Accepted keys (defaults in brackets):
-  miss:  r [64], mode ["default"; "bone" is an alias, "bat", "bat_in", "mini"], mini_r [1, only
-         with mode "mini"], dropout / miss_dropout [0.0, ignored by bat], init_weights (HF
-         spelling of mode: true, "bat", "mini"), target_modules
-  lora:  r [8], lora_alpha / alpha [32], lora_dropout / dropout [0.0], target_modules
-  pissa: r [8], svd_niter [null = exact SVD when min(out, in) <= 1024, else 4 iterations of
-         torch.svd_lowrank], lora_dropout / dropout [0.0], target_modules (no alpha: scale is 1)
-"bat" follows HF peft (blocks indexed by output-row block); "bat_in" is RWKV-PEFT's variant
-(indexed by input-column block), so adapters from either tool merge with the right maths.
+Only checks that need no model happen at parse time (types, ranges, known keys). Checks that
+depend on a layer's size (r > in_features, bat divisibility, mini_r) or on the model (a layer
+index beyond n_layer) happen at injection, where the layer name can be put in the message.
+Each method's own keys and defaults are declared in its module (miss.py, lora.py, ...);
+`rwkvft.adapters.registry.parse_peft` dispatches to it.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 
 from ..errors import UserError
 
-METHODS = ("miss", "lora", "pissa")
-METHOD_ALIASES = {"disha": "miss", "bone": "miss"}  # RWKV-PEFT's older names for MiSS
-MISS_MODES = ("default", "bat", "bat_in", "mini")
-TRAIN_PARTS = ("ln", "time", "emb", "head")
-# Below this size an exact SVD is cheap on CPU and GPU; above it randomized SVD is much faster.
-EXACT_SVD_MAX_DIM = 1024
-DEFAULT_SVD_NITER = 4
-
-_COMMON_KEYS = {"r", "target_modules"}
-_KEYS = {
-    "miss": _COMMON_KEYS | {"mode", "mini_r", "dropout", "miss_dropout", "init_weights"},
-    "lora": _COMMON_KEYS | {"lora_alpha", "alpha", "lora_dropout", "dropout"},
-    "pissa": _COMMON_KEYS | {"svd_niter", "lora_dropout", "dropout"},
-}
-_DEFAULT_R = {"miss": 64, "lora": 8, "pissa": 8}
-
 
 @dataclass
 class AdapterConfig:
-    method: str                     # "miss", "lora", "pissa"
-    r: int
-    mode: str = "default"           # miss only: default, bat, bat_in, mini
-    mini_r: int = 0                 # miss mini only
-    alpha: float = 0.0              # lora only (scale = alpha / r); pissa scale is 1
+    method: str                     # a registered method name ("miss", "lora", "pissa", "none")
+    r: int = 0                      # 0: the method has no rank (none)
     dropout: float = 0.0
-    svd_niter: int | None = None    # pissa only
     target_modules: list[str] | None = None   # user override (suffix match)
+    layers: list[int] | None = None           # layer selection (None = every layer)
+    # The method's own options (miss: mode, mini_r; lora: alpha; pissa: svd_niter), read as
+    # attributes (cfg.mode) and written flat into adapter_config.json.
+    options: dict = field(default_factory=dict)
     # Filled in by inject(): the module suffixes actually wrapped and the unfrozen parts.
     targets: list[str] = field(default_factory=list)
     train_parts: list[str] = field(default_factory=list)
 
+    def __getattr__(self, name):
+        # only called when normal lookup fails: the method's options
+        options = self.__dict__.get("options") or {}
+        if name in options:
+            return options[name]
+        raise AttributeError(f"{type(self).__name__} of method {self.__dict__.get('method')!r} "
+                             f"has no option {name!r}")
+
     @property
     def scale(self) -> float:
-        return self.alpha / self.r if self.method == "lora" else 1.0
+        """Adapter output scale: alpha / r for methods with an alpha (LoRA), else 1."""
+        alpha = self.options.get("alpha")
+        return alpha / self.r if alpha is not None else 1.0
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = {"method": self.method, "r": self.r, "dropout": self.dropout,
+             "target_modules": self.target_modules, "layers": self.layers,
+             "targets": list(self.targets), "train_parts": list(self.train_parts)}
+        d.update(self.options)
+        return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "AdapterConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
-
-def _load_json(peft_config) -> dict:
+def load_json(peft_config) -> dict:
     if peft_config is None or (isinstance(peft_config, str) and not peft_config.strip()):
         return {}
     if isinstance(peft_config, dict):
@@ -82,15 +66,16 @@ def _load_json(peft_config) -> dict:
     return value
 
 
-def _int(d: dict, key: str, default, lo: int) -> int:
+def positive_int(d: dict, key: str, default, lo: int = 1) -> int:
     v = d.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
         raise UserError(f"--peft_config: {key} must be an integer >= {lo}, got {v!r}")
     return v
 
 
-def _float(d: dict, keys: tuple[str, ...], default: float, lo: float, hi: float,
+def number(d: dict, keys: tuple[str, ...], default: float, lo: float, hi: float,
            hi_open: bool = False) -> float:
+    """The value of whichever of `keys` (synonyms) is given, checked to lie in [lo, hi]."""
     given = [k for k in keys if k in d]
     if len(given) > 1:
         raise UserError(f"--peft_config: give only one of {' / '.join(given)}")
@@ -103,7 +88,11 @@ def _float(d: dict, keys: tuple[str, ...], default: float, lo: float, hi: float,
     return float(v)
 
 
-def _targets(d: dict) -> list[str] | None:
+def dropout(d: dict, keys: tuple[str, ...]) -> float:
+    return number(d, keys, 0.0, 0.0, 1.0, hi_open=True)
+
+
+def parse_targets(d: dict) -> list[str] | None:
     t = d.get("target_modules")
     if t is None:
         return None
@@ -115,46 +104,22 @@ def _targets(d: dict) -> list[str] | None:
     return list(t)
 
 
-def _miss_mode(d: dict) -> str:
-    if "init_weights" in d and "mode" in d:
-        raise UserError("--peft_config: give either mode or init_weights (HF spelling), not both")
-    if "init_weights" in d:
-        iw = d["init_weights"]
-        mode = {True: "default", "bat": "bat", "mini": "mini"}.get(iw) if isinstance(iw, (bool, str)) else None
-        if mode is None:
-            raise UserError(f"--peft_config: init_weights must be true, \"bat\" or \"mini\", got {iw!r} "
-                            f"(random init is for tests only)")
-        return mode
-    mode = d.get("mode", "default")
-    mode = "default" if mode == "bone" else mode
-    if mode not in MISS_MODES:
-        raise UserError(f"--peft_config: unknown MiSS mode {mode!r}; use one of {', '.join(MISS_MODES)}")
-    return mode
-
-
-def parse_peft(method: str, peft_config=None) -> AdapterConfig:
-    """Validate `--peft METHOD --peft_config JSON` and return an AdapterConfig."""
-    m = METHOD_ALIASES.get(str(method).lower(), str(method).lower())
-    if m not in METHODS:
-        raise UserError(f"unknown --peft method {method!r}; use one of {', '.join(METHODS)}")
-    d = _load_json(peft_config)
-    unknown = sorted(set(d) - _KEYS[m])
-    if unknown:
-        raise UserError(f"--peft_config: unknown key {unknown[0]!r} for {m}; "
-                        f"accepted keys: {', '.join(sorted(_KEYS[m]))}")
-    r = _int(d, "r", _DEFAULT_R[m], 1)
-    cfg = AdapterConfig(method=m, r=r, target_modules=_targets(d))
-    if m == "miss":
-        cfg.mode = _miss_mode(d)
-        if "mini_r" in d and cfg.mode != "mini":
-            raise UserError("--peft_config: mini_r is only used with \"mode\": \"mini\"; add it or drop mini_r")
-        cfg.mini_r = _int(d, "mini_r", 1, 1) if cfg.mode == "mini" else 0
-        cfg.dropout = _float(d, ("dropout", "miss_dropout"), 0.0, 0.0, 1.0, hi_open=True)
-    elif m == "lora":
-        cfg.alpha = _float(d, ("lora_alpha", "alpha"), 32.0, 1e-12, math.inf)
-        cfg.dropout = _float(d, ("lora_dropout", "dropout"), 0.0, 0.0, 1.0, hi_open=True)
-    else:
-        niter = d.get("svd_niter")
-        cfg.svd_niter = None if niter is None else _int(d, "svd_niter", None, 0)
-        cfg.dropout = _float(d, ("lora_dropout", "dropout"), 0.0, 0.0, 1.0, hi_open=True)
-    return cfg
+def parse_layers(d: dict) -> list[int] | None:
+    """`"layers": [0, 1, 2]` or `"layers": "12-23"` (inclusive) -> sorted layer indices."""
+    v = d.get("layers")
+    if v is None:
+        return None
+    hint = "write it like [0, 1, 2] or \"12-23\" (both ends included)"
+    if isinstance(v, str):
+        lo, sep, hi = v.partition("-")
+        if not (lo.strip().isdigit() and (not sep or hi.strip().isdigit())):
+            raise UserError(f"--peft_config: layers {v!r} is not a layer range; {hint}")
+        lo, hi = int(lo), int(hi) if sep else int(lo)
+        if hi < lo:
+            raise UserError(f"--peft_config: layers {v!r} ends before it starts; {hint}")
+        return list(range(lo, hi + 1))
+    if not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                   and x >= 0 for x in v):
+        raise UserError(f"--peft_config: layers must be a non-empty list of layer numbers >= 0 "
+                        f"or a range, got {v!r}; {hint}")
+    return sorted(set(v))

@@ -18,6 +18,10 @@ from torch import nn
 
 from ..errors import UserError
 from .base import AdaptedLinear, fp32_region, new_fp32
+from .config import AdapterConfig, dropout, positive_int
+from .method import LinearMethod
+
+MODES = ("default", "bat", "bat_in", "mini")
 
 
 # ---------------------------------------------------------------- pure maths (fp32 tensors)
@@ -125,7 +129,63 @@ class MissLinear(AdaptedLinear):
             return F.linear(x.float(), w, bias).to(x.dtype)
 
     def merged_weight(self, sign: int = 1) -> torch.Tensor:
-        return merge_weight(self.dequantized_weight().float(), self.miss.detach(), self.mode, sign)
+        return apply_delta(self.dequantized_weight().float(), {"miss": self.miss.detach()},
+                           {"mode": self.mode}, sign)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, r={self.r}, mode={self.mode}"
+
+
+# ---------------------------------------------------------------- the method record
+def _mode(d: dict) -> str:
+    if "init_weights" in d and "mode" in d:
+        raise UserError("--peft_config: give either mode or init_weights (HF spelling), not both")
+    if "init_weights" in d:
+        iw = d["init_weights"]
+        mode = {True: "default", "bat": "bat", "mini": "mini"}.get(iw) if isinstance(iw, (bool, str)) else None
+        if mode is None:
+            raise UserError(f"--peft_config: init_weights must be true, \"bat\" or \"mini\", got {iw!r} "
+                            f"(random init is for tests only)")
+        return mode
+    mode = d.get("mode", "default")
+    mode = "default" if mode == "bone" else mode
+    if mode not in MODES:
+        raise UserError(f"--peft_config: unknown MiSS mode {mode!r}; use one of {', '.join(MODES)}")
+    return mode
+
+
+def parse_options(d: dict) -> dict:
+    mode = _mode(d)
+    if "mini_r" in d and mode != "mini":
+        raise UserError("--peft_config: mini_r is only used with \"mode\": \"mini\"; add it or drop mini_r")
+    return {"mode": mode, "mini_r": positive_int(d, "mini_r", 1) if mode == "mini" else 0,
+            "dropout": dropout(d, ("dropout", "miss_dropout"))}
+
+
+def make_layer(linear: nn.Linear, name: str, cfg: AdapterConfig) -> MissLinear:
+    check_sizes(name, cfg.mode, cfg.r, linear.out_features, linear.in_features, cfg.mini_r)
+    return MissLinear(linear, cfg.r, cfg.mode, cfg.mini_r, cfg.dropout)
+
+
+def fits(parts: dict, out_f: int, in_f: int, config: dict) -> bool:
+    t, mode = parts["miss"], config.get("mode", "default")
+    if mode in ("default", "mini"):
+        ok_cols = t.shape[1] == out_f if mode == "default" else out_f % t.shape[1] == 0
+        return t.dim() == 2 and ok_cols and t.shape[0] <= in_f
+    r = t.shape[-1]
+    blocks = out_f // r if mode == "bat" else in_f // r
+    return t.dim() == 3 and not (in_f % r or out_f % r) and tuple(t.shape) == (blocks, r, r)
+
+
+def apply_delta(w: torch.Tensor, parts: dict, config: dict, sign: int = 1) -> torch.Tensor:
+    """Merged (sign +1) / unmerged (-1) fp32 weight; the layer and checkpoint.merge share it."""
+    return merge_weight(w, parts["miss"].float(), config.get("mode", "default"), sign)
+
+
+METHOD = LinearMethod(
+    name="miss", aliases=("disha", "bone"), default_r=64,
+    keys={"mode": "default", "mini_r": 1, "dropout": 0.0, "miss_dropout": 0.0, "init_weights": True},
+    options=parse_options, make_layer=make_layer, suffixes=("miss",), fits=fits,
+    apply_delta=apply_delta,
+    summary="MiSS (Bone/DiSHA): shared shards D (r, out); modes default, bat, bat_in, mini",
+).method()

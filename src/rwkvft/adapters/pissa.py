@@ -15,8 +15,14 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .config import DEFAULT_SVD_NITER, EXACT_SVD_MAX_DIM
-from .lora import LoraLinear
+from . import lora
+from .config import AdapterConfig, dropout, positive_int
+from .lora import LoraLinear, lora_delta
+from .method import LinearMethod
+
+# Below this size an exact SVD is cheap on CPU and GPU; above it randomized SVD is much faster.
+EXACT_SVD_MAX_DIM = 1024
+DEFAULT_SVD_NITER = 4
 
 
 def pissa_factors(w: torch.Tensor, r: int, svd_niter: int | None = None):
@@ -67,3 +73,42 @@ class PissaLinear(LoraLinear):
             with torch.no_grad():
                 self.weight.copy_((w - b0 @ a0).to(self.weight.dtype))
         super().load_adapter_tensors(tensors)
+
+    def merged_weight(self, sign: int = 1) -> torch.Tensor:
+        parts = {"lora_A": self.lora_A.detach(), "lora_B": self.lora_B.detach(),
+                 "lora_A0": self.lora_A0, "lora_B0": self.lora_B0}
+        return apply_delta(self.original_weight(), parts, {}, sign)
+
+
+# ---------------------------------------------------------------- the method record
+def parse_options(d: dict) -> dict:
+    niter = d.get("svd_niter")
+    return {"svd_niter": None if niter is None else positive_int(d, "svd_niter", None, 0),
+            "dropout": dropout(d, ("lora_dropout", "dropout"))}
+
+
+def make_layer(linear: nn.Linear, name: str, cfg: AdapterConfig) -> PissaLinear:
+    return PissaLinear(linear, cfg.r, cfg.dropout, cfg.svd_niter, name=name)
+
+
+def fits(parts: dict, out_f: int, in_f: int, config: dict) -> bool:
+    a, b = parts["lora_A"], parts["lora_B"]
+    return (lora.fits(parts, out_f, in_f, config) and parts["lora_A0"].shape == a.shape
+            and parts["lora_B0"].shape == b.shape)
+
+
+def apply_delta(w: torch.Tensor, parts: dict, config: dict, sign: int = 1) -> torch.Tensor:
+    """On the ORIGINAL base: W - B0 A0 + B A (unmerge: W' - B A + B0 A0), fp32."""
+    p = {k: v.float() for k, v in parts.items()}
+    init = lora_delta(p["lora_A0"], p["lora_B0"], 1.0)
+    trained = lora_delta(p["lora_A"], p["lora_B"], 1.0)
+    return w - init + trained if sign > 0 else w - trained + init
+
+
+METHOD = LinearMethod(
+    name="pissa", default_r=8,
+    keys={"svd_niter": None, "lora_dropout": 0.0, "dropout": 0.0},
+    options=parse_options, make_layer=make_layer,
+    suffixes=("lora_A", "lora_B", "lora_A0", "lora_B0"), fits=fits, apply_delta=apply_delta,
+    summary="PiSSA: LoRA whose factors start at the top-r singular triplets of W (scale 1)",
+).method()

@@ -3,13 +3,12 @@
 Pure functions on state dicts. Merged weights are computed and returned in fp32; untouched
 tensors are returned as they are. The writer rounds once (bf16 by default). The result has
 exactly the base's keys and shapes: adapter tensors disappear, full tensors in the adapter
-(trained ln / time / emb / head) replace the base's.
+(trained ln / time / emb / head, or a whole model from `--peft none`) replace the base's.
 
-Formulas (W fp32, shapes (out, in)):
-  miss default/mini  W + tile(D^T)                 unmerge: subtract
-  miss bat/bat_in    W + blockwise(W_ij T + T)     unmerge: (W' - T)(I + T)^-1 per block
-  lora               W + alpha/r * B A             unmerge: subtract
-  pissa              W - B0 A0 + B A               unmerge: W' - B A + B0 A0
+The maths is each method's own `apply_delta` (rwkvft.adapters.registry), the same function
+its layer's merged_weight() uses; this module only groups the file's tensors by layer, checks
+they fit, and applies it. An adapter trained on selected layers (`layers` in its config) may
+only hold tensors of those layers; every other layer is returned untouched (bit-identical).
 """
 from __future__ import annotations
 
@@ -17,24 +16,21 @@ import math
 
 import torch
 
-from ..adapters.lora import lora_delta
-from ..adapters.miss import merge_weight
+from ..adapters import registry
 from ..errors import UserError
-
-_SUFFIXES = {"miss": ("miss",), "lora": ("lora_A", "lora_B"),
-             "pissa": ("lora_A", "lora_B", "lora_A0", "lora_B0"), "none": ()}
-_ALL_ADAPTER = {"miss", "lora_A", "lora_B", "lora_A0", "lora_B0", "disha", "bone"}
+from ..models.schema import layer_of
 
 
-def _split(adapter_sd: dict, method: str) -> tuple[dict[str, dict], dict]:
+def _split(adapter_sd: dict, method) -> tuple[dict[str, dict], dict]:
     """-> ({prefix: {suffix: tensor}}, {full key: tensor})."""
     groups: dict[str, dict] = {}
     full = {}
+    known = registry.all_suffixes()
     for k, t in adapter_sd.items():
         prefix, _, local = k.rpartition(".")
-        if local in _ALL_ADAPTER:
-            if local not in _SUFFIXES[method]:
-                raise UserError(f"adapter tensor {k} does not belong to a {method} adapter; "
+        if local in known:
+            if local not in method.suffixes:
+                raise UserError(f"adapter tensor {k} does not belong to a {method.name} adapter; "
                                 f"check adapter_config.json (method) next to the adapter file")
             groups.setdefault(prefix, {})[local] = t
         else:
@@ -42,75 +38,58 @@ def _split(adapter_sd: dict, method: str) -> tuple[dict[str, dict], dict]:
     return groups, full
 
 
-def _fits(method: str, mode: str, parts: dict, out_f: int, in_f: int) -> bool:
-    if method == "miss":
-        t = parts["miss"]
-        if mode in ("default", "mini"):
-            ok_cols = t.shape[1] == out_f if mode == "default" else out_f % t.shape[1] == 0
-            return t.dim() == 2 and ok_cols and t.shape[0] <= in_f
-        r = t.shape[-1]
-        blocks = out_f // r if mode == "bat" else in_f // r
-        return t.dim() == 3 and not (in_f % r or out_f % r) and tuple(t.shape) == (blocks, r, r)
-    a, b = parts["lora_A"], parts["lora_B"]
-    ok = a.dim() == 2 and b.dim() == 2 and a.shape[1] == in_f and b.shape == (out_f, a.shape[0])
-    if method == "pissa":
-        ok = ok and parts["lora_A0"].shape == a.shape and parts["lora_B0"].shape == b.shape
-    return ok
-
-
-def _check_group(prefix: str, parts: dict, base_sd: dict, method: str, mode: str) -> None:
+def _check_group(prefix: str, parts: dict, base_sd: dict, method, config: dict) -> None:
     key = prefix + ".weight"
     first = f"{prefix}.{sorted(parts)[0]}"
     if key not in base_sd or base_sd[key].dim() != 2:
         raise UserError(f"adapter tensor {first} needs a Linear weight {key}, which the base model "
                         f"does not have; pass the base the adapter was trained on")
-    missing = [s for s in _SUFFIXES[method] if s not in parts]
+    missing = [s for s in method.suffixes if s not in parts]
     if missing:
-        raise UserError(f"adapter lacks {prefix}.{missing[0]} (needed for {method}); "
+        raise UserError(f"adapter lacks {prefix}.{missing[0]} (needed for {method.name}); "
                         f"the adapter file is incomplete or from another method")
+    layers = config.get("layers")
+    if layers is not None and layer_of(key) not in layers:
+        raise UserError(f"adapter tensor {first} is in layer {layer_of(key)}, but the adapter was "
+                        f"trained on layers {layers} only (adapter_config.json); the file and its "
+                        f"config do not belong together")
     out_f, in_f = base_sd[key].shape
-    if not _fits(method, mode, parts, out_f, in_f):
+    if not method.fits(parts, out_f, in_f, config):
         shapes = ", ".join(f"{s} {tuple(t.shape)}" for s, t in sorted(parts.items()))
+        mode = f" {config['mode']}" if "mode" in config else ""
         raise UserError(f"adapter tensors for {prefix} ({shapes}) do not fit base weight {key} "
-                        f"{(out_f, in_f)} for {method} {mode}; the adapter was trained on another base")
+                        f"{(out_f, in_f)} for {method.name}{mode}; the adapter was trained on another base")
 
 
-def _new_weight(w: torch.Tensor, parts: dict, config: dict, sign: int) -> torch.Tensor:
-    method = config["method"]
-    p = {k: v.float() for k, v in parts.items()}
-    if method == "miss":
-        return merge_weight(w, p["miss"], config.get("mode", "default"), sign)
-    if method == "lora":
-        alpha = config.get("alpha")
-        if alpha is None:
-            raise UserError("this LoRA adapter has no alpha (RWKV-PEFT files do not store it); "
-                            "pass --lora_alpha with the value used for training")
-        return w + sign * lora_delta(p["lora_A"], p["lora_B"], float(alpha) / p["lora_A"].shape[0])
-    init = lora_delta(p["lora_A0"], p["lora_B0"], 1.0)
-    trained = lora_delta(p["lora_A"], p["lora_B"], 1.0)
-    return w - init + trained if sign > 0 else w - trained + init
+def _method(config: dict):
+    name = config.get("method")
+    try:
+        return registry.get(name)
+    except UserError:
+        raise UserError(f"unknown adapter method {name!r} in adapter_config.json; "
+                        f"expected one of {', '.join(registry.names())}") from None
 
 
 def _apply(base_sd: dict, adapter_sd: dict, config: dict, sign: int) -> dict:
-    method = config.get("method")
-    if method not in _SUFFIXES:
-        raise UserError(f"unknown adapter method {method!r} in adapter_config.json; "
-                        f"expected one of miss, lora, pissa")
-    mode = config.get("mode", "default") if method == "miss" else ""
+    method = _method(config)
     groups, full = _split(adapter_sd, method)
+    if groups and method.apply_delta is None:
+        raise UserError(f"{method.name} adapters hold no weight update to merge into the base; "
+                        f"use them beside the base model instead")
     for k, t in full.items():
         if k not in base_sd or tuple(t.shape) != tuple(base_sd[k].shape):
             where = "is not in the base model" if k not in base_sd else \
                 f"has shape {tuple(t.shape)} but the base has {tuple(base_sd[k].shape)}"
             raise UserError(f"adapter tensor {k} {where}; pass the base the adapter was trained on")
     for prefix, parts in sorted(groups.items()):
-        _check_group(prefix, parts, base_sd, method, mode)
+        _check_group(prefix, parts, base_sd, method, config)
     out = dict(base_sd)
     if sign > 0:
         out.update({k: t.float() for k, t in full.items()})
     for prefix, parts in groups.items():
         key = prefix + ".weight"
-        out[key] = _new_weight(out[key].float(), parts, config, sign)
+        out[key] = method.apply_delta(out[key].float(), {s: t.float() for s, t in parts.items()},
+                                      config, sign)
     changed = [p + ".weight" for p in groups] + (list(full) if sign > 0 else [])
     for k in changed:
         if not torch.isfinite(out[k]).all() and not torch.isfinite(base_sd[k]).all():

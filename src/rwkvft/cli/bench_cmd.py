@@ -5,6 +5,7 @@ import dataclasses
 
 
 def add_arguments(parser) -> None:
+    from ..adapters import registry
     from ..bench import SIZES, BenchConfig
 
     helps = {
@@ -17,7 +18,7 @@ def add_arguments(parser) -> None:
         "precision": "fp32, tf32 or bf16 (default: bf16 on GPU, fp32 on CPU)",
         "quant": "frozen base weights: none, int8 or nf4 (bitsandbytes)",
         "grad_cp": "1 = activation checkpointing per block",
-        "peft": "miss, lora or pissa", "peft_config": "method options as JSON, e.g. '{\"r\":64}'",
+        "peft": ", ".join(registry.names()), "peft_config": "method options as JSON, e.g. '{\"r\":64}'",
         "head_chunk": "tokens per head + cross-entropy chunk", "lr": "AdamW learning rate",
         "seed": "seed for weights and data",
     }

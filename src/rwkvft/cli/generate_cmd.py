@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.tokenizer import WorldTokenizer
     tokenizer = WorldTokenizer()
     model = _load(args.model, args.adapter, args.lora_alpha)
-    model.op = args.op
+    model.set_runtime(op=args.op)
     if model.config.vocab_size != tokenizer.vocab_size:
         raise UserError(f"generate needs a World-vocabulary model (vocab {tokenizer.vocab_size}); "
                         f"{args.model} has vocab {model.config.vocab_size}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-_VERSION_NAMES = {"x070": "RWKV-7", "x060": "RWKV-6", "x052": "RWKV-5.2"}
+from ..models.schema import VERSION_LABELS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def describe(sd) -> dict:
     """Architecture, sizes and storage facts of a state dict."""
-    from ..checkpoint import infer_config
+    from ..models.schema import infer_config
     cfg = infer_config(sd)
     info = {
         "version": cfg.version, "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
@@ -41,7 +41,7 @@ def describe(sd) -> dict:
 
 
 def _text(info: dict) -> str:
-    lines = [f"version      {info['version']} ({_VERSION_NAMES.get(info['version'], '?')})",
+    lines = [f"version      {info['version']} ({VERSION_LABELS.get(info['version'], '?')})",
              f"layers       {info['n_layer']}",
              f"n_embd       {info['n_embd']}",
              f"heads        {info['n_head']} x head size {info['head_size']}",

@@ -90,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
     fmt = _resolve_format(out, args.format)
     merged, config, adapter_sd = merge_adapter_file(read_state_dict(base), adapter, args.lora_alpha)
     dtype_name = _write(merged, out, fmt, args.dtype)
-    n = sum(1 for k in adapter_sd if k.rpartition(".")[2] in ("miss", "lora_A"))
-    mode = f" {config['mode']}" if config.get("method") == "miss" else ""
+    from ..adapters import registry
+    suffixes = registry.get(config["method"]).suffixes
+    n = len({k.rpartition(".")[0] for k in adapter_sd if k.rpartition(".")[2] in suffixes})
+    mode = f" {config['mode']}" if config.get("mode") and config["method"] == "miss" else ""
     print(f"merged {config.get('method')}{mode} adapter ({n} layers, {len(adapter_sd)} tensors) "
           f"into {out} ({fmt}, {dtype_name})")
     return 0

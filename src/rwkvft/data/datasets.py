@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .formats import Roles
-from .readers import Corpus, ReadOptions, read_corpus
+from .readers import DATA_TYPES, Corpus, ReadOptions, read_corpus
 from .tokenizer import EOD, VOCAB_SIZE
 
 DATALOADS = ("get", "pad", "only", "pack")
@@ -75,7 +75,7 @@ class DataConfig:
     progress: bool = False
 
     def validate(self) -> None:
-        _choice("data_type", self.data_type, ("binidx", "jsonl", "sft", "utf-8", "utf-16le", "numpy", "uint16", "dummy"))
+        _choice("data_type", self.data_type, DATA_TYPES)
         _choice("dataload", self.dataload, DATALOADS)
         if self.loss_mask == "se":
             raise UserError("loss_mask 'se' is not supported; use 'qa' with user_role/assistant_role, or chat records")

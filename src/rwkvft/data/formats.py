@@ -104,7 +104,3 @@ def record_segments(record, roles: Roles = Roles(), text_field: str = "text",
             raise RecordError(f"empty {text_field!r}")
         return [(text, True)], False
     raise RecordError(f"no {text_field!r}, 'messages', or prompt/response fields")
-
-
-def render(segments: Segments) -> str:
-    return "".join(text for text, _ in segments)

@@ -56,9 +56,6 @@ class Corpus:
     def n_docs(self) -> int:
         return len(self.offsets) - 1
 
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
 
 @dataclass(frozen=True)
 class ReadOptions:

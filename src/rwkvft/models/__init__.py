@@ -1,69 +1,23 @@
-"""Model construction: build from a ModelConfig, or load an official checkpoint file."""
+"""RWKV models: the schema (`models.schema`), the modules (rwkv7, rwkv6) and their construction
+(`models.build`: build_model, load_model, model_from_state_dict, to_module_shapes).
+
+Importing this package loads only the schema, so `rwkvft.checkpoint` (file I/O), which needs
+the schema, does not pull in the model code; `models.build` reads files through it.
+"""
 from __future__ import annotations
 
-from ..errors import UserError
-from .config import ModelConfig
+import importlib
 
-SUPPORTED_VERSIONS = ("x070", "x060", "x052")
+from .schema import ModelConfig
 
-
-def build_model(cfg: ModelConfig):
-    """An uninitialised model for `cfg` (load a state dict into it; see models.init for fresh
-    weights). Dispatches on cfg.version."""
-    if cfg.version == "x070":
-        from .rwkv7 import RWKV7
-        return RWKV7(cfg)
-    if cfg.version in ("x060", "x052"):
-        from .rwkv6 import RWKV6
-        return RWKV6(cfg)
-    raise UserError(f"unknown model version {cfg.version!r}; rwkvft runs x070 (RWKV-7), "
-                    f"x060 (RWKV-6) and x052 (RWKV-5.2) models")
+_BUILD = ("build_model", "load_model", "model_from_state_dict", "to_module_shapes")
 
 
-def load_model(path, device="cpu", dtype=None):
-    """Load an official checkpoint (.pth / .safetensors) as an nn.Module in `dtype` (fp32 default)."""
-    from ..checkpoint import read_state_dict
-    return model_from_state_dict(read_state_dict(path), device=device, dtype=dtype)
+def __getattr__(name):
+    # PEP 562: the construction functions come from models.build on first use (see above).
+    if name in _BUILD:
+        return getattr(importlib.import_module(".build", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def model_from_state_dict(sd, device="cpu", dtype=None):
-    """An eval-mode model holding the official state dict `sd`, in `dtype` (fp32 default)."""
-    import torch
-
-    from ..checkpoint import infer_config
-    cfg = infer_config(sd)
-    _refuse_extra_keys(sd, cfg)
-    with torch.device("meta"):  # no throw-away random init: the file's tensors are assigned
-        model = build_model(cfg)
-    model.load_state_dict(to_module_shapes(sd, cfg), strict=True, assign=True)
-    return model.to(device=device, dtype=torch.float32 if dtype is None else dtype).eval()
-
-
-_LABELS = {"x070": "an RWKV-7", "x060": "an RWKV-6", "x052": "an RWKV-5.2"}
-
-
-def _refuse_extra_keys(sd, cfg: ModelConfig) -> None:
-    from ..checkpoint.rwkv_format import official_shapes
-    official = official_shapes(cfg)
-    extra = [k for k in sd if k not in official]
-    if extra:
-        raise UserError(f"checkpoint has {len(extra)} tensor(s) {_LABELS[cfg.version]} model does not "
-                        f"use, e.g. {', '.join(extra[:3])}; remove them (or merge adapters first "
-                        f"with rwkvft merge)")
-
-
-def to_module_shapes(sd, cfg: ModelConfig):
-    """Reshape flat (C,) vectors and per-head tensors (r_k, time_faaaa) to the module's
-    (official) shapes: (1,1,C) and (H,N)."""
-    from ..checkpoint.rwkv_format import official_shapes
-    shapes = official_shapes(cfg)
-    out = {}
-    for k, t in sd.items():
-        want = shapes.get(k)
-        if want is not None and t.dim() == 1 and len(want) > 1 and t.numel() == cfg.n_embd:
-            t = t.view(want)
-        out[k] = t
-    return out
-
-
-__all__ = ["ModelConfig", "build_model", "load_model", "model_from_state_dict", "to_module_shapes"]
+__all__ = ["ModelConfig", *_BUILD]

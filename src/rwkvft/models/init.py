@@ -11,7 +11,7 @@ import math
 import torch
 
 from ..errors import UserError
-from .config import ModelConfig
+from .schema import ModelConfig, official_shapes, x070_shapes
 
 
 def _lora_dim(f: float) -> int:
@@ -135,7 +135,6 @@ def _v6_layer_vectors(cfg: ModelConfig, l: int) -> dict[str, torch.Tensor]:
 
 def _v6_base_state_dict(cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """x060 / x052 vectors and norms; every matrix zero (perturb_state_dict fills them)."""
-    from ..checkpoint.rwkv_format import official_shapes
     shapes = official_shapes(cfg)
     flat = {}
     for l in range(cfg.n_layer):
@@ -153,7 +152,6 @@ def _v6_base_state_dict(cfg: ModelConfig) -> dict[str, torch.Tensor]:
 
 
 def _build_state_dict(cfg: ModelConfig, gen: torch.Generator | None) -> dict[str, torch.Tensor]:
-    from ..checkpoint.rwkv_format import x070_shapes
     if cfg.version != "x070":
         raise UserError(f"init writes RWKV-7 (x070) models only, not {cfg.version}")
     C, V = cfg.n_embd, cfg.vocab_size

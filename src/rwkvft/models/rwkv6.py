@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..kernels import wkv6
-from .config import ModelConfig
+from .schema import ModelConfig
 from .rwkv7 import LN_X_EPS, RWKV7, Block, _shifted, _vector
 
 # order of the five data-dependent mixes in time_maa_w1 / time_maa_w2 (spec §5.1)

@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
 from ..kernels import wkv7
-from .config import ModelConfig
+from .schema import ModelConfig
 
 # decay d = exp(-e^-0.5 * sigmoid(z)) lies in (0.545, 1): log d = -e^-0.5 * sigmoid(z)
 _DECAY_SCALE = math.exp(-0.5)
@@ -150,15 +150,23 @@ class RWKV7(nn.Module):
 
     block_class = Block  # RWKV-6/5 reuse this skeleton with their own block
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, op: str = "chunked", grad_cp: bool = False):
         super().__init__()
         self.config = cfg
-        self.op = "chunked"
-        self.grad_cp = False
+        self.op, self.grad_cp = "chunked", False
+        self.set_runtime(op=op, grad_cp=grad_cp)
         self.emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(self.block_class(cfg, i) for i in range(cfg.n_layer))
         self.ln_out = nn.LayerNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+
+    def set_runtime(self, op: str | None = None, grad_cp: bool | None = None) -> None:
+        """How the forward runs (not what it computes): the WKV op name (see rwkvft.kernels)
+        and activation checkpointing per block while training. None keeps the current value."""
+        if op is not None:
+            self.op = str(op)
+        if grad_cp is not None:
+            self.grad_cp = bool(grad_cp)
 
     def init_state(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Zero state: per layer (att_shift (B,C), wkv (B,H,N,N) fp32 [value,key], ffn_shift (B,C))."""

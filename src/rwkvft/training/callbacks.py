@@ -33,8 +33,10 @@ class RunLog:
 class StepMetrics(L.Callback):
     """After every optimizer step: loss, lr, tokens and tokens/s into loss.jsonl and the bar."""
 
-    def __init__(self, log: RunLog, tokens_per_batch: int, world_size: int, step_offset: int):
+    def __init__(self, log: RunLog, tokens_per_batch: int, world_size: int, step_offset: int,
+                 epoch_begin: int = 0):
         self.runlog = log
+        self.epoch_begin = epoch_begin
         self.tokens_per_batch = tokens_per_batch * world_size
         self.step_offset = step_offset
         self.tokens = 0
@@ -71,7 +73,7 @@ class StepMetrics(L.Callback):
         pl_module.log("lr", lr, prog_bar=True, on_step=True, batch_size=1)
         pl_module.log("kt/s", tps / 1000, prog_bar=True, on_step=True, batch_size=1)
         self.runlog.record({"step": trainer.global_step + self.step_offset,
-                         "epoch": pl_module.cfg.epoch_begin + trainer.current_epoch,
+                         "epoch": self.epoch_begin + trainer.current_epoch,
                          "loss": step_loss, "lr": lr, "tokens": self.tokens,
                          "tokens_per_s": round(tps, 1)})
 
@@ -97,34 +99,34 @@ class SaveAdapter(L.Callback):
     (or a full disk) leaves the previous files intact.
     """
 
-    def __init__(self, save_fn, log: RunLog, metrics: StepMetrics, plot_fn):
+    def __init__(self, save_fn, log: RunLog, metrics: StepMetrics, plot_fn, epoch_begin: int = 0,
+                 epoch_save: int = 1, my_exit: int = 0):
         self.save_fn = save_fn          # (epoch_number) -> Path, rank 0 only
         self.runlog = log
         self.metrics = metrics
         self.plot_fn = plot_fn
-        self.saved: list[Path] = []
+        self.epoch_begin, self.epoch_save, self.my_exit = epoch_begin, epoch_save, my_exit
 
     def on_train_epoch_end(self, trainer, pl_module):
-        cfg = pl_module.cfg
         done = trainer.current_epoch + 1
-        epoch_no = cfg.epoch_begin + trainer.current_epoch
-        stop_here = cfg.my_exit and done >= cfg.my_exit
+        epoch_no = self.epoch_begin + trainer.current_epoch
+        stop_here = self.my_exit and done >= self.my_exit
         last = done >= trainer.max_epochs or stop_here
         summary = self.metrics.epoch_summary()
         self.runlog.line(f"epoch {epoch_no}: loss {summary['loss']:.4f} ppl "
                       f"{_ppl(summary['loss']):.2f} lr {trainer.optimizers[0].param_groups[0]['lr']:.3g} "
                       f"tokens {summary['tokens']} tokens/s {summary['tokens_per_s']:.0f} "
                       f"time {summary['seconds']:.1f}s")
-        if done % cfg.epoch_save == 0 or last:
+        if done % self.epoch_save == 0 or last:
             self._save(trainer, epoch_no)
         if stop_here and not done >= trainer.max_epochs:
-            self.runlog.line(f"stopping after epoch {epoch_no} (--my_exit {cfg.my_exit}); "
+            self.runlog.line(f"stopping after epoch {epoch_no} (--my_exit {self.my_exit}); "
                           f"continue with --resume")
             trainer.should_stop = True
 
     def _save(self, trainer, epoch_no: int) -> None:
         if trainer.is_global_zero:
-            self.saved.append(self.save_fn(epoch_no))
+            self.save_fn(epoch_no)
         ckpt = Path(self.runlog.proj_dir) / "last.ckpt"
         tmp = ckpt.with_name(".last.ckpt.tmp")
         # collective: every rank must call it. The optimizer state is needed for --resume.

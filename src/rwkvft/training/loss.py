@@ -38,3 +38,12 @@ def masked_lm_loss(head, h: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
         else:
             total = total + _chunk_loss(head, *args)
     return total, m2.sum()
+
+
+def batch_loss(model, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+               chunk: int = 2048) -> torch.Tensor:
+    """The training step's loss: the model's features, then masked_lm_loss's mean. The
+    Lightning module and `rwkvft bench` both compute their step through this function."""
+    h, _ = model.forward_features(inputs)
+    loss_sum, count = masked_lm_loss(model.head, h, targets, mask, chunk=chunk)
+    return loss_sum / count.clamp(min=1)

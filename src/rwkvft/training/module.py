@@ -7,7 +7,7 @@ import lightning as L
 import torch
 
 from ..errors import UserError
-from .loss import masked_lm_loss
+from .loss import batch_loss
 from .schedule import lr_at
 
 
@@ -26,7 +26,8 @@ class FineTuneModule(L.LightningModule):
     comes from --load_model, so `strict_loading` is off and `on_load_checkpoint` checks the keys.
     """
 
-    def __init__(self, model, trainable: list[str], cfg, total_steps: int, step_offset: int):
+    def __init__(self, model, trainable: list[str], cfg, total_steps: int, step_offset: int,
+                 dataset=None):
         super().__init__()
         self.model = model
         self.trainable = list(trainable)
@@ -34,7 +35,7 @@ class FineTuneModule(L.LightningModule):
         self.total_steps = total_steps
         self.step_offset = step_offset
         self.strict_loading = False
-        self.dataset = None  # set by the runner; its epoch is advanced at each epoch start
+        self.dataset = dataset  # its epoch is advanced at each epoch start
 
     # ----- training -----
     def on_train_epoch_start(self):
@@ -42,20 +43,13 @@ class FineTuneModule(L.LightningModule):
             self.dataset.set_epoch(self.cfg.epoch_begin + self.current_epoch)
 
     def training_step(self, batch, batch_idx):
-        h, _ = self.model.forward_features(batch["input_ids"])
-        loss_sum, count = masked_lm_loss(self.model.head, h, batch["targets"], batch["mask"],
-                                         chunk=self.cfg.head_chunk)
-        loss = loss_sum / count.clamp(min=1)
+        loss = batch_loss(self.model, batch["input_ids"], batch["targets"], batch["mask"],
+                          chunk=self.cfg.head_chunk)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(self.global_step, self.cfg.epoch_begin + self.current_epoch,
                                 float(loss.detach()))
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
         return loss
-
-    def current_lr(self) -> float:
-        return lr_at(self.global_step + self.step_offset, self.total_steps, self.cfg.lr_init,
-                     self.cfg.lr_final, self.cfg.warmup_steps, self.cfg.lr_schedule,
-                     self.cfg.wsd_decay_frac)
 
     def configure_optimizers(self):
         cfg = self.cfg

@@ -1,4 +1,14 @@
-"""`rwkvft train`: load the base, inject the adapter, build the data, run Lightning, save."""
+"""`rwkvft train`: one recipe of named steps, each a function here.
+
+    plan_run        resolve and validate every option (nothing is read yet)
+    prepare_proj_dir / RunLog   the run folder (refuses to clobber a run)
+    load_base       read the base checkpoint, check user-given sizes, build the fp32 model
+    prepare_model   inject the method, cast the frozen base, quantize it   (bench uses it too)
+    build_data      the dataset
+    build_trainer   the Lightning trainer, module and callbacks
+    fit             train; a non-finite loss stops with the last good save named
+    finish          check ranks agree, optionally merge, close the log
+"""
 from __future__ import annotations
 
 import datetime as _dt
@@ -6,15 +16,21 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from ..adapters import AdapterConfig, Injected, PeftMethod
 from ..config import TrainConfig
+from ..data.readers import DATA_TYPES
 from ..errors import UserError
 from ..utils import atomic_path
 from . import nodes, safety
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
+
+if TYPE_CHECKING:
+    from ..data import DataConfig
 
 # settings a resumed run must share with the run it continues
 RESUME_KEYS = ("load_model", "peft", "peft_config", "train_parts", "ctx_len", "micro_bsz",
@@ -27,6 +43,42 @@ class TrainResult:
     proj_dir: Path
     adapters: list = field(default_factory=list)
     merged: Path | None = None
+
+
+@dataclass
+class Plan:
+    """Every option of a run, resolved and validated before the base model is read."""
+    cfg: TrainConfig
+    acc: str                 # lightning accelerator: cpu | gpu
+    precision: str           # lightning precision: 32-true | bf16-mixed | 16-mixed
+    peft: AdapterConfig
+    method: PeftMethod
+    data: DataConfig         # vocab_size 0 until the base is read
+    world: int               # processes in all
+    rank0: bool
+
+    @property
+    def proj(self) -> Path:
+        return Path(self.cfg.proj_dir)
+
+
+def plan_run(cfg: TrainConfig) -> Plan:
+    """Step 1: resolve hardware, PEFT method, data settings, WKV op name and loggers, and
+    check them all; nothing is read or written yet."""
+    from ..adapters import parse_peft, registry
+
+    acc, precision = resolve_hardware(cfg)
+    peft = parse_peft(cfg.peft, cfg.peft_config)
+    safety.check_merge_output(cfg)
+    check_op_name(cfg.op, acc)
+    method = registry.get(peft.method)
+    if method.full_model and cfg.quant != "none":
+        raise UserError(f"--quant {cfg.quant} stores the frozen base under adapters, but --peft "
+                        f"{method.name} trains every weight; use --quant none")
+    data = data_config(cfg)
+    check_loggers(cfg)
+    return Plan(cfg, acc, precision, peft, method, data,
+                cfg.devices * cfg.num_nodes, _rank_zero())
 
 
 def _rank_zero() -> bool:
@@ -90,6 +142,16 @@ def resolve_hardware(cfg: TrainConfig) -> tuple[str, str]:
     return acc, lightning_precision
 
 
+def check_op_name(op: str, acc: str) -> None:
+    """--op checks that need no model: a known name, and a GPU op only with a GPU. Which ops
+    run a given model version is decided by resolve_wkv_op once the version is known."""
+    from ..kernels import CPU_OPS, GPU_OPS
+    if op != "auto" and op not in CPU_OPS + GPU_OPS:
+        raise UserError(f"unknown --op {op!r}; choose one of auto, {', '.join(CPU_OPS + GPU_OPS)}")
+    if op in GPU_OPS and acc != "gpu":
+        raise UserError(f"--op {op} needs an NVIDIA GPU; use --op chunked (or auto) on CPU")
+
+
 def resolve_wkv_op(cfg: TrainConfig, acc: str, version: str) -> str:
     """The WKV op for this model version on this accelerator (--op auto falls back with a note)."""
     from ..kernels import resolve_op
@@ -100,15 +162,17 @@ def resolve_wkv_op(cfg: TrainConfig, acc: str, version: str) -> str:
 
 
 def load_base(cfg: TrainConfig):
-    """(base state dict as read (mmap), its ModelConfig, an fp32 model holding it)."""
-    from ..checkpoint.rwkv_format import check_against, infer_config, read_state_dict
-    from ..models import load_model
+    """Step 2: (base state dict as read (mmap), its ModelConfig, an fp32 model holding it)."""
+    from ..checkpoint.rwkv_format import read_state_dict
+    from ..models.build import load_model
+    from ..models.schema import check_against, infer_config
 
     base_sd = read_state_dict(cfg.load_model)
     safety.check_finite_base(base_sd, cfg.load_model)
     mcfg = infer_config(base_sd)
     check_against(mcfg, n_layer=cfg.n_layer, n_embd=cfg.n_embd, vocab_size=cfg.vocab_size,
                   head_size=cfg.head_size_a, version=cfg.my_testing)
+    # read again rather than share base_sd's (mmap) tensors: training updates parameters in place
     model = load_model(cfg.load_model, dtype=torch.float32).train()
     return base_sd, mcfg, model
 
@@ -130,11 +194,12 @@ def resolve_data_type(cfg: TrainConfig) -> str:
     if suffix in (".bin", ".idx") or (Path(f"{p}.bin").exists() and Path(f"{p}.idx").exists()):
         return "binidx"
     raise UserError(f"cannot tell the format of --data_file {p}; pass --data_type "
-                    f"(binidx, jsonl, utf-8, utf-16le, numpy, uint16, sft, dummy)")
+                    f"({', '.join(DATA_TYPES)})")
 
 
-def build_data(cfg: TrainConfig, vocab_size: int, world_size: int):
-    from ..data import DataConfig, build_dataset
+def data_config(cfg: TrainConfig):
+    """The validated DataConfig of this run (vocab_size 0: filled in from the checkpoint)."""
+    from ..data import DataConfig
 
     data_type = resolve_data_type(cfg)
     dataload = cfg.dataload
@@ -144,16 +209,40 @@ def build_data(cfg: TrainConfig, vocab_size: int, world_size: int):
     if data_type == "binidx" and Path(data_file).suffix in (".bin", ".idx"):
         data_file = str(Path(data_file).with_suffix(""))
     dcfg = DataConfig(data_file=data_file, data_type=data_type, ctx_len=cfg.ctx_len,
-                      vocab_size=vocab_size, micro_bsz=cfg.micro_bsz, epoch_steps=cfg.epoch_steps,
+                      vocab_size=0, micro_bsz=cfg.micro_bsz, epoch_steps=cfg.epoch_steps,
                       dataload=dataload, loss_mask=cfg.loss_mask, random_seed=cfg.random_seed,
                       sft_field=tuple(cfg.sft_field) if cfg.sft_field else None,
                       window_sampling=cfg.window_sampling, long_docs=cfg.long_docs,
                       user_role=cfg.user_role, assistant_role=cfg.assistant_role,
                       system_role=cfg.system_role, text_field=cfg.text_field,
                       max_bad_fraction=cfg.max_bad_fraction, progress=cfg.progress)
-    dataset = build_dataset(dcfg, rank=0, world_size=world_size)
+    dcfg.validate()
+    return dcfg
+
+
+def build_data(plan: Plan, vocab_size: int):
+    """Step 4: the dataset, for the checkpoint's vocabulary."""
+    import dataclasses
+
+    from ..data import build_dataset
+    dataset = build_dataset(dataclasses.replace(plan.data, vocab_size=vocab_size), rank=0,
+                            world_size=plan.world)
     dataset.check_ctx_len()
     return dataset
+
+
+def prepare_model(model, peft: AdapterConfig, train_parts, precision: str, quant: str = "none",
+                  quant_device=None) -> tuple[Injected, str]:
+    """Step 3 (shared with bench): inject the PEFT method, keep the frozen base in the training
+    precision, quantize it (--quant). Returns (trainable names, a log line for --quant)."""
+    trainable = inject_method(model, peft, train_parts)
+    cast_frozen(model, precision)
+    return trainable, quantize_frozen(model, quant, quant_device)
+
+
+def inject_method(model, peft: AdapterConfig, train_parts) -> Injected:
+    from ..adapters import inject
+    return inject(model, peft, list(train_parts))
 
 
 def cast_frozen(model, precision: str) -> None:
@@ -166,16 +255,19 @@ def cast_frozen(model, precision: str) -> None:
             p.data = p.data.to(dtype)
 
 
-def _quantize(model, cfg: TrainConfig, acc: str) -> str:
-    """--quant: quantize the frozen weights under the adapters (on the GPU when training on
-    one: bitsandbytes' CPU quantizer is slow). Returns a log line ('' for --quant none)."""
-    if cfg.quant == "none":
+def quantize_frozen(model, quant: str, device=None) -> str:
+    """--quant: quantize the frozen weights under the adapters (on `device`: the GPU when
+    training on one, bitsandbytes' CPU quantizer is slow). A log line ('' for --quant none)."""
+    if quant == "none":
         return ""
     from ..adapters.quant import quantize_base
-    device = torch.device("cuda", torch.cuda.current_device()) if acc == "gpu" else None
-    q = quantize_base(model, cfg.quant, device)
-    return (f"quant: {cfg.quant} base weights in {q['layers']} adapted layers, "
+    q = quantize_base(model, quant, device)
+    return (f"quant: {quant} base weights in {q['layers']} adapted layers, "
             f"{q['float_bytes'] / 2**20:.1f} MiB -> {q['quant_bytes'] / 2**20:.1f} MiB")
+
+
+def _quant_device(acc: str):
+    return torch.device("cuda", torch.cuda.current_device()) if acc == "gpu" else None
 
 
 def _strategy(cfg: TrainConfig):
@@ -188,103 +280,130 @@ def _strategy(cfg: TrainConfig):
     return cfg.strategy
 
 
+def check_loggers(cfg: TrainConfig) -> None:
+    """--wandb / --tensorboard need their packages; say so before anything is loaded."""
+    import importlib.util
+    if cfg.wandb and importlib.util.find_spec("wandb") is None:
+        raise UserError("--wandb needs the wandb package: pip install 'rwkvft[wandb]'")
+    if cfg.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise UserError("--tensorboard needs the tensorboard package: pip install 'rwkvft[tensorboard]'")
+
+
 def _loggers(cfg: TrainConfig, proj: Path):
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
     loggers = []
     if cfg.wandb:
-        try:
-            from lightning.pytorch.loggers import WandbLogger
-            import wandb  # noqa: F401
-        except ImportError:
-            raise UserError("--wandb needs the wandb package: pip install 'rwkvft[wandb]'") from None
         loggers.append(WandbLogger(project=cfg.wandb, save_dir=str(proj)))
     if cfg.tensorboard:
-        try:
-            from lightning.pytorch.loggers import TensorBoardLogger
-            TensorBoardLogger(save_dir=str(proj), name="tb")
-        except (ImportError, ModuleNotFoundError):
-            raise UserError("--tensorboard needs the tensorboard package: "
-                            "pip install 'rwkvft[tensorboard]'") from None
         loggers.append(TensorBoardLogger(save_dir=str(proj), name="tb"))
     return loggers or False
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    """The recipe (module docstring): each step is one function below."""
     import lightning as L
-    from ..adapters import adapter_state_dict, fingerprint, format_trainable, inject, parse_peft, \
-        save_adapter
 
-    rank0 = _rank_zero()
-    proj = Path(cfg.proj_dir)
-    acc, precision = resolve_hardware(cfg)
-    acfg = parse_peft(cfg.peft, cfg.peft_config)
-    safety.check_merge_output(cfg)
-    if rank0:
+    plan = plan_run(cfg)
+    if plan.rank0:
         prepare_proj_dir(cfg)
-    log = RunLog(proj, enabled=rank0)
+    log = RunLog(plan.proj, enabled=plan.rank0)
     base_sd, mcfg, model = load_base(cfg)
-    op = resolve_wkv_op(cfg, acc, mcfg.version)  # the version decides which ops can run it
-    model.op, model.grad_cp = op, bool(cfg.grad_cp)
+    op = resolve_wkv_op(cfg, plan.acc, mcfg.version)  # the version decides which ops can run it
+    model.set_runtime(op=op, grad_cp=bool(cfg.grad_cp))
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)
-    trainable = inject(model, acfg, list(cfg.train_parts))
+    trainable, quant_note = prepare_model(model, plan.peft, cfg.train_parts, plan.precision,
+                                          cfg.quant, _quant_device(plan.acc))
     if cfg.resume:
-        safety.check_resume_tensors(proj / "last.ckpt", model, trainable)
-    init_note = ""
-    if cfg.adapter_init:
-        from .adapter_init import load_adapter_init
-        init_note = load_adapter_init(model, acfg, cfg.adapter_init, base_sd)
-    cast_frozen(model, precision)
-    quant_note = _quantize(model, cfg, acc)
-    world = cfg.devices * cfg.num_nodes
-    dataset = build_data(cfg, mcfg.vocab_size, world)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.micro_bsz, shuffle=False,
-                                         num_workers=cfg.num_workers, drop_last=False)
-    total, offset = total_optimizer_steps(cfg)
-    module = FineTuneModule(model, trainable, cfg, total, offset)
-    module.dataset = dataset
-    base_fp = fingerprint(base_sd)
-    result = TrainResult(proj)
+        safety.check_resume_tensors(plan.proj / "last.ckpt", model, trainable)
+    init_note = adapter_init(cfg, model, plan.peft, base_sd)
+    dataset = build_data(plan, mcfg.vocab_size)
+    saver = AdapterSaver(plan, model, trainable, fingerprint_of(base_sd), log)
+    trainer, module = build_trainer(plan, model, trainable, dataset, saver, log)
+    if plan.rank0:
+        _write_run_header(plan, log, mcfg, model, trainable, op, [dataset.summary(), quant_note, init_note])
+    fit(plan, trainer, module, dataset, saver, log)
+    return finish(plan, trainer, model, trainable, base_sd, saver, log)
 
-    if rank0:
-        _write_run_header(cfg, log, mcfg, format_trainable(model, trainable), acc, precision, op)
-        log.line(dataset.summary())
-        if quant_note:
-            log.line(quant_note)
-        if init_note:
-            log.line(init_note)
 
-    def save_fn(epoch_no: int) -> Path:
-        path = proj / f"rwkv-{epoch_no}.{cfg.adapter_format}"
-        sd = {k: v.detach().float().cpu().clone() for k, v in adapter_state_dict(model, trainable).items()}
+def adapter_init(cfg: TrainConfig, model, peft: AdapterConfig, base_sd) -> str:
+    """--adapter_init: start from a saved adapter (after inject); a log line, '' without it."""
+    if not cfg.adapter_init:
+        return ""
+    from .adapter_init import load_adapter_init
+    return load_adapter_init(model, peft, cfg.adapter_init, base_sd)
+
+
+def fingerprint_of(base_sd) -> dict:
+    from ..checkpoint.adapter_io import fingerprint
+    return fingerprint(base_sd)
+
+
+class AdapterSaver:
+    """Writes rwkv-{epoch}.{pth,safetensors} (+ adapter_config.json) on rank 0 and remembers
+    what it wrote. For a full_model method (--peft none) the file is the whole model."""
+
+    def __init__(self, plan: Plan, model, trainable: list[str], base_fp: dict, log: RunLog):
+        self.plan, self.model, self.trainable = plan, model, list(trainable)
+        self.base_fp, self.log = base_fp, log
+        self.saved: list[Path] = []
+
+    def tensors(self) -> dict:
+        from ..adapters import adapter_state_dict
+        if self.plan.method.full_model:   # every tensor of the model, official names and shapes
+            return {k: v.detach().float().cpu().clone() for k, v in self.model.state_dict().items()}
+        return {k: v.detach().float().cpu().clone()
+                for k, v in adapter_state_dict(self.model, self.trainable).items()}
+
+    def __call__(self, epoch_no: int) -> Path:
+        from ..checkpoint.adapter_io import save_adapter
+        path = self.plan.proj / f"rwkv-{epoch_no}.{self.plan.cfg.adapter_format}"
         try:
-            save_adapter(path, sd, acfg, base_fp)
+            save_adapter(path, self.tensors(), self.plan.peft, self.base_fp)
         except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
-            prev = result.adapters[-1].name if result.adapters else "none yet"
+            prev = self.saved[-1].name if self.saved else "none yet"
             raise UserError(f"could not save the adapter to {path} ({safety.save_error_text(e)}); "
                             f"the previous save ({prev}) is intact") from None
-        result.adapters.append(path)
-        log.line(f"saved {path}")
+        self.saved.append(path)
+        self.log.line(f"saved {path}")
         return path
 
-    metrics = StepMetrics(log, cfg.micro_bsz * cfg.ctx_len, world, offset)
-    saver = SaveAdapter(save_fn, log, metrics, lambda: plot_losses(proj))
+
+def build_trainer(plan: Plan, model, trainable, dataset, saver: AdapterSaver, log: RunLog):
+    """Step 5: (lightning.Trainer, FineTuneModule) with the metric and saving callbacks."""
+    import lightning as L
+
+    cfg = plan.cfg
+    total, offset = total_optimizer_steps(cfg)
+    module = FineTuneModule(model, trainable, cfg, total, offset, dataset=dataset)
+    metrics = StepMetrics(log, cfg.micro_bsz * cfg.ctx_len, plan.world, offset, cfg.epoch_begin)
+    save_cb = SaveAdapter(saver, log, metrics, lambda: plot_losses(plan.proj),
+                          epoch_begin=cfg.epoch_begin, epoch_save=cfg.epoch_save, my_exit=cfg.my_exit)
     trainer = L.Trainer(
-        accelerator=acc, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
-        precision=precision, max_epochs=cfg.epoch_count,
+        accelerator=plan.acc, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
+        precision=plan.precision, max_epochs=cfg.epoch_count,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
-        gradient_clip_val=cfg.grad_clip or None, logger=_loggers(cfg, proj),
+        gradient_clip_val=cfg.grad_clip or None, logger=_loggers(cfg, plan.proj),
         enable_checkpointing=False, enable_progress_bar=cfg.progress,
         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
-        callbacks=[metrics, saver], default_root_dir=str(proj),
+        callbacks=[metrics, save_cb], default_root_dir=str(plan.proj),
     )
-    if acc == "cpu" and cfg.devices > 1:
+    if plan.acc == "cpu" and cfg.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
-    ckpt = str(proj / "last.ckpt") if cfg.resume else None
+    return trainer, module
+
+
+def fit(plan: Plan, trainer, module, dataset, saver: AdapterSaver, log: RunLog) -> None:
+    """Step 6: train (resuming from last.ckpt with --resume)."""
+    cfg = plan.cfg
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.micro_bsz, shuffle=False,
+                                         num_workers=cfg.num_workers, drop_last=False)
+    ckpt = str(plan.proj / "last.ckpt") if cfg.resume else None
     nodes.announce_wait(trainer, cfg)
     try:
         # last.ckpt holds only tensors and plain values: load it as data, never as code
         trainer.fit(module, loader, ckpt_path=ckpt, weights_only=True)
     except NonFiniteLoss as e:
-        last = result.adapters[-1] if result.adapters else None
+        last = saver.saved[-1] if saver.saved else None
         kept = f"the last good adapter is {last}" if last else "no adapter had been saved yet"
         log.line(f"stopped: {e}")
         raise UserError(f"training stopped: {e}; {kept}; try a lower --lr_init") from None
@@ -293,12 +412,17 @@ def train(cfg: TrainConfig) -> TrainResult:
         if timed_out is None:
             raise
         raise timed_out from None
+
+
+def finish(plan: Plan, trainer, model, trainable, base_sd, saver: AdapterSaver,
+           log: RunLog) -> TrainResult:
+    """Step 7: ranks agree, the optional merged model, the end of the log."""
     _check_ranks_in_sync(trainer, model, trainable, log)
-    if rank0 and cfg.merge_output:
-        result.merged = merge_to_file(base_sd, adapter_state_dict(model, trainable), acfg,
-                                      cfg.merge_output)
+    result = TrainResult(plan.proj, adapters=list(saver.saved))
+    if plan.rank0 and plan.cfg.merge_output:
+        result.merged = merge_to_file(base_sd, saver.tensors(), plan.peft, plan.cfg.merge_output)
         log.line(f"merged model written to {result.merged}")
-    if rank0:
+    if plan.rank0:
         log.line(f"finished {_dt.datetime.now().isoformat(timespec='seconds')}")
     return result
 
@@ -327,8 +451,12 @@ def _check_ranks_in_sync(trainer, model, trainable, log) -> None:
         raise UserError(f"ranks ended with different adapters (checksums {sums}); please report this")
 
 
-def _write_run_header(cfg, log, mcfg, summary, acc, precision, op) -> None:
-    proj = Path(cfg.proj_dir)
+def _write_run_header(plan: Plan, log, mcfg, model, trainable, op, notes) -> None:
+    from ..adapters import format_trainable
+    from ..adapters.full import memory_note
+
+    cfg, proj, acc, precision = plan.cfg, plan.proj, plan.acc, plan.precision
+    summary = format_trainable(model, trainable)
     with atomic_path(proj / "train_config.json") as tmp:
         tmp.write_text(cfg.to_json(), encoding="utf-8")
     log.line(f"NEW RUN {_dt.datetime.now().isoformat(timespec='seconds')}")
@@ -339,3 +467,10 @@ def _write_run_header(cfg, log, mcfg, summary, acc, precision, op) -> None:
     log.line(summary)
     log.line("config: " + json.dumps(json.loads(cfg.to_json()), sort_keys=True))
     print(summary)
+    for note in notes:
+        if note:
+            log.line(note)
+    if plan.method.full_model and acc == "gpu":
+        warning = memory_note(sum(p.numel() for p in model.parameters()), cfg.strategy)
+        log.line(warning)
+        print(f"rwkvft: {warning}")

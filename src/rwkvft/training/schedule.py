@@ -21,10 +21,6 @@ from __future__ import annotations
 import math
 
 
-def steps_per_epoch(epoch_steps: int, accumulate: int) -> int:
-    return math.ceil(epoch_steps / accumulate)
-
-
 def final_lr(lr_init: float, lr_final: float, schedule: str) -> float:
     if lr_final >= 0:
         return lr_final

@@ -1,0 +1,68 @@
+"""The PEFT method registry: name -> PeftMethod (adapters/method.py describes the record).
+
+Built-in methods are registered below, one line each; `register` adds one at run time (a
+plug-in, or a test's throw-away method), and every consumer (`--peft` choices, parse_peft,
+inject, checkpoint.merge, `rwkvft merge`, bench) sees it without any other edit.
+"""
+from __future__ import annotations
+
+from ..errors import UserError
+from . import full, lora, miss, pissa
+from .config import AdapterConfig, load_json
+from .method import PeftMethod
+
+_METHODS: dict[str, PeftMethod] = {}
+
+
+def register(method: PeftMethod) -> PeftMethod:
+    taken = {n for m in _METHODS.values() for n in (m.name, *m.aliases)}
+    clash = sorted({method.name, *method.aliases} & taken)
+    if clash:
+        raise ValueError(f"PEFT method name {clash[0]!r} is already registered")
+    _METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    _METHODS.pop(name, None)
+
+
+register(miss.METHOD)
+register(lora.METHOD)
+register(pissa.METHOD)
+register(full.METHOD)
+
+
+def names() -> tuple[str, ...]:
+    """Registered method names, built-ins first (the --peft choices)."""
+    return tuple(_METHODS)
+
+
+def methods() -> tuple[PeftMethod, ...]:
+    return tuple(_METHODS.values())
+
+
+def get(name: str) -> PeftMethod:
+    """The method called `name` (or one of its aliases); UserError for an unknown name."""
+    low = str(name).lower()
+    for m in _METHODS.values():
+        if low == m.name or low in m.aliases:
+            return m
+    raise UserError(f"unknown --peft method {name!r}; use one of {', '.join(_METHODS)}")
+
+
+def all_suffixes() -> set[str]:
+    """Every local tensor name some method stores in adapter files (plus RWKV-PEFT's own)."""
+    return {s for m in _METHODS.values() for s in m.suffixes} | {"disha", "bone"}
+
+
+def parse_peft(method: str, peft_config=None) -> AdapterConfig:
+    """Validate `--peft METHOD --peft_config JSON` and return an AdapterConfig."""
+    m = get(method)
+    d = load_json(peft_config)
+    unknown = sorted(set(d) - set(m.keys))
+    if unknown:
+        accepted = ", ".join(sorted(m.keys)) or "none (pass no --peft_config)"
+        raise UserError(f"--peft_config: unknown key {unknown[0]!r} for {m.name}; "
+                        f"accepted keys: {accepted}")
+    return m.parse(d)
