@@ -40,7 +40,8 @@ def adapted(method, conf, parts=(), version="x070", seed=0, **size):
         for n in names:
             p = model.get_parameter(n)
             p.add_(torch.randn_like(p) * (0.02 if p.dim() == 3 or n.endswith(("w1", "w2")) else 0.05))
-    config = dict(model.adapter_config.to_dict(), base=fingerprint(base_sd))
+    model.adapter_config = names.config  # kept on the test's model for write_pair
+    config = dict(names.config.to_dict(), base=fingerprint(base_sd))
     return cfg, base_sd, model, adapter_state_dict(model, names), config
 
 

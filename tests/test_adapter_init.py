@@ -42,12 +42,12 @@ def first_batch_loss(model_path, argv) -> float:
     """Loss of a merged model on the first batch the trainer sees (plain cross-entropy)."""
     from rwkvft.config import add_train_arguments, resolve_config
     from rwkvft.models import load_model
-    from rwkvft.training.run import build_data
+    from rwkvft.training.run import build_data, plan_run
     import argparse
     p = argparse.ArgumentParser()
     add_train_arguments(p)
     cfg = resolve_config(p.parse_args(argv[1:]))
-    ds = build_data(cfg, 65536, 1)
+    ds = build_data(plan_run(cfg), 65536)
     ds.set_epoch(0)
     batch = torch.utils.data.default_collate([ds[i] for i in range(cfg.micro_bsz)])
     model = load_model(model_path, dtype=torch.float32).eval()
