@@ -13,13 +13,16 @@ from ..config import TrainConfig
 from ..errors import UserError
 from ..utils import atomic_path, same_file
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses
+from .interrupt import Interrupted, StopRequest
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
+from .steps import ResumableData, StepEvents, budget_steps
 
 RUN_FILES = ("last.ckpt", "train_config.json", "loss.jsonl")
 # settings a resumed run must share with the run it continues
 RESUME_KEYS = ("load_model", "peft", "peft_config", "train_parts", "ctx_len", "micro_bsz",
                "epoch_steps", "accumulate_grad_batches", "data_file", "data_type", "dataload",
-               "random_seed", "lr_init", "lr_final", "lr_schedule", "warmup_steps", "epoch_begin")
+               "random_seed", "lr_init", "lr_final", "lr_schedule", "warmup_steps", "epoch_begin",
+               "val_split")
 
 
 @dataclass
@@ -158,17 +161,19 @@ def resolve_data_type(cfg: TrainConfig) -> str:
                     f"(binidx, jsonl, utf-8, utf-16le, numpy, uint16, sft, dummy)")
 
 
-def build_data(cfg: TrainConfig, vocab_size: int, world_size: int):
-    from ..data import DataConfig, build_dataset
+def data_config(cfg: TrainConfig, vocab_size: int, data_file: str = ""):
+    """The DataConfig that reads `data_file` (default --data_file) exactly as training reads it:
+    --val_file and `rwkvft eval` go through here too, so they see the same tokens and masks."""
+    from ..data import DataConfig
 
     data_type = resolve_data_type(cfg)
     dataload = cfg.dataload
     if dataload == "auto":  # records are documents; token streams are windows
         dataload = "pad" if data_type in ("jsonl", "sft") else "get"
-    data_file = cfg.data_file
+    data_file = data_file or cfg.data_file
     if data_type == "binidx" and Path(data_file).suffix in (".bin", ".idx"):
         data_file = str(Path(data_file).with_suffix(""))
-    dcfg = DataConfig(data_file=data_file, data_type=data_type, ctx_len=cfg.ctx_len,
+    return DataConfig(data_file=data_file, data_type=data_type, ctx_len=cfg.ctx_len,
                       vocab_size=vocab_size, micro_bsz=cfg.micro_bsz, epoch_steps=cfg.epoch_steps,
                       dataload=dataload, loss_mask=cfg.loss_mask, random_seed=cfg.random_seed,
                       sft_field=tuple(cfg.sft_field) if cfg.sft_field else None,
@@ -176,9 +181,16 @@ def build_data(cfg: TrainConfig, vocab_size: int, world_size: int):
                       user_role=cfg.user_role, assistant_role=cfg.assistant_role,
                       system_role=cfg.system_role, text_field=cfg.text_field,
                       max_bad_fraction=cfg.max_bad_fraction, progress=cfg.progress)
-    dataset = build_dataset(dcfg, rank=0, world_size=world_size)
+
+
+def build_data(cfg: TrainConfig, vocab_size: int, world_size: int):
+    """(training dataset, validation samples or None); see training/validation.py."""
+    from .validation import build_training_and_validation
+
+    dataset, val = build_training_and_validation(cfg, data_config(cfg, vocab_size),
+                                                 data_config(cfg, vocab_size, cfg.val_file), world_size)
     dataset.check_ctx_len()
-    return dataset
+    return dataset, val
 
 
 def cast_frozen(model, precision: str) -> None:
@@ -253,12 +265,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     cast_frozen(model, precision)
     quant_note = _quantize(model, cfg, acc)
     world = cfg.devices * cfg.num_nodes
-    dataset = build_data(cfg, mcfg.vocab_size, world)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.micro_bsz, shuffle=False,
+    dataset, val_samples = build_data(cfg, mcfg.vocab_size, world)
+    sampler = _sample_writer(cfg, mcfg.vocab_size)
+    data = ResumableData(dataset)  # a resume from a mid-epoch save continues the same order
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.micro_bsz, shuffle=False,
                                          num_workers=cfg.num_workers, drop_last=False)
     total, offset = total_optimizer_steps(cfg)
     module = FineTuneModule(model, trainable, cfg, total, offset)
-    module.dataset = dataset
+    module.dataset = data
     base_fp = fingerprint(base_sd)
     result = TrainResult(proj)
 
@@ -268,8 +282,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         if quant_note:
             log.line(quant_note)
 
-    def save_fn(epoch_no: int) -> Path:
-        path = proj / f"rwkv-{epoch_no}.{cfg.adapter_format}"
+    def save_fn(label, track: bool = True) -> Path:
+        path = proj / f"rwkv-{label}.{cfg.adapter_format}"
         sd = {k: v.detach().float().cpu().clone() for k, v in adapter_state_dict(model, trainable).items()}
         try:
             save_adapter(path, sd, acfg, base_fp)
@@ -277,12 +291,29 @@ def train(cfg: TrainConfig) -> TrainResult:
             prev = result.adapters[-1].name if result.adapters else "none yet"
             raise UserError(f"could not save the adapter to {path} ({e.strerror or e}); "
                             f"the previous save ({prev}) is intact") from None
+        if not track:  # rwkv-best: not "the adapter" of the run
+            return path
         result.adapters.append(path)
         log.line(f"saved {path}")
+        if sampler is not None:
+            step = module.global_step + offset
+            sampler.write(model, f"step {step}: {path.name}", module.device,
+                          module.trainer.precision_plugin.forward_context)
+            log.line(f"samples for {path.name} written to {sampler.path}")
         return path
 
     metrics = StepMetrics(log, cfg.micro_bsz * cfg.ctx_len, world, offset)
     saver = SaveAdapter(save_fn, log, metrics, lambda: plot_losses(proj))
+    validator = None
+    if val_samples is not None:
+        from .validation import Validator
+        validator = Validator(val_samples, cfg, log,
+                              (lambda: save_fn("best", track=False)) if cfg.save_best else None)
+        if rank0:
+            log.line(f"validation: {len(val_samples)} samples from "
+                     f"{cfg.val_file or f'--val_split {cfg.val_split}'}")
+    stop = StopRequest()
+    events = StepEvents(cfg, log, saver, data, offset, validator, stop, budget_steps(cfg, world))
     trainer = L.Trainer(
         accelerator=acc, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
         precision=precision, max_epochs=cfg.epoch_count,
@@ -290,7 +321,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         gradient_clip_val=cfg.grad_clip or None, logger=_loggers(cfg, proj),
         enable_checkpointing=False, enable_progress_bar=cfg.progress,
         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
-        callbacks=[metrics, saver], default_root_dir=str(proj),
+        callbacks=[metrics, events, saver], default_root_dir=str(proj),
     )
     if acc == "cpu" and cfg.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
@@ -303,6 +334,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         kept = f"the last good adapter is {last}" if last else "no adapter had been saved yet"
         log.line(f"stopped: {e}")
         raise UserError(f"training stopped: {e}; {kept}; try a lower --lr_init") from None
+    if events.stopped_by == "signal":
+        _report_interrupt(cfg, log, result, stop.name)
     _check_ranks_in_sync(trainer, model, trainable, log)
     if rank0 and cfg.merge_output:
         result.merged = merge_to_file(base_sd, adapter_state_dict(model, trainable), acfg,
@@ -311,6 +344,29 @@ def train(cfg: TrainConfig) -> TrainResult:
     if rank0:
         log.line(f"finished {_dt.datetime.now().isoformat(timespec='seconds')}")
     return result
+
+
+def _sample_writer(cfg: TrainConfig, vocab_size: int):
+    if not cfg.sample_prompts:
+        return None
+    from ..data.formats import Roles
+    from .samples import SampleWriter, read_prompts
+    writer = SampleWriter(read_prompts(cfg.sample_prompts, Roles(cfg.user_role, cfg.assistant_role,
+                                                                  cfg.system_role)),
+                          cfg.proj_dir, cfg.sample_tokens)
+    writer.check_model(vocab_size)
+    return writer
+
+
+def _report_interrupt(cfg: TrainConfig, log, result, name: str) -> None:
+    """After a clean stop on a signal: say what was saved and how to continue; exit 130."""
+    import sys
+    saved = result.adapters[-1] if result.adapters else None
+    log.line(f"interrupted by {name}; saved {saved} and last.ckpt")
+    if _rank_zero():
+        print(f"rwkvft: stopped on {name}: saved {saved} and {Path(cfg.proj_dir) / 'last.ckpt'}; "
+              f"continue with the same command plus --resume", file=sys.stderr, flush=True)
+    raise Interrupted()
 
 
 def merge_to_file(base_sd, adapter_sd, acfg, output):
