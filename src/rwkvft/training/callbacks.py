@@ -44,6 +44,9 @@ class StepMetrics(L.Callback):
         self._acc_tokens = 0
         self._last_step = -1
 
+    def on_train_start(self, trainer, pl_module):
+        self.on_train_epoch_start(trainer, pl_module)  # a mid-epoch resume gets no epoch start
+
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch_losses = []
         self._t_epoch = self._t_step = time.perf_counter()
