@@ -30,6 +30,8 @@ class TrainResult:
     proj_dir: Path
     adapters: list = field(default_factory=list)
     merged: Path | None = None
+    validation: list = field(default_factory=list)  # the "kind": "val" rows of loss.jsonl
+    samples: list = field(default_factory=list)     # (adapter file name, continuations) per save
 
 
 def _rank_zero() -> bool:
@@ -300,6 +302,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             sampler.write(model, f"step {step}: {path.name}", module.device,
                           module.trainer.precision_plugin.forward_context)
             log.line(f"samples for {path.name} written to {sampler.path}")
+            result.samples.append((path.name, list(sampler.last)))
         return path
 
     metrics = StepMetrics(log, cfg.micro_bsz * cfg.ctx_len, world, offset)
@@ -334,6 +337,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         kept = f"the last good adapter is {last}" if last else "no adapter had been saved yet"
         log.line(f"stopped: {e}")
         raise UserError(f"training stopped: {e}; {kept}; try a lower --lr_init") from None
+    result.validation = validator.history if validator else []
     if events.stopped_by == "signal":
         _report_interrupt(cfg, log, result, stop.name)
     _check_ranks_in_sync(trainer, model, trainable, log)
