@@ -69,7 +69,7 @@ def test_val_split_never_shares_a_document_with_training(tmp_path):
     data = tmp_path / "ten.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
     cfg = TrainConfig(load_model="x", data_file=str(data), data_type="jsonl", dataload="pad",
-                      ctx_len=32, micro_bsz=1, epoch_steps=7, val_split=0.3, random_seed=0,
+                      ctx_len=16, micro_bsz=1, epoch_steps=7, val_split=0.3, random_seed=0,
                       progress=False)
     dataset, val = build_data(cfg, 65536, 1)
     tok = WorldTokenizer()
