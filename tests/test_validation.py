@@ -132,6 +132,22 @@ def test_val_loss_equals_rwkvft_eval_and_is_logged(small_model, docs_npy, val_np
     assert max_diff(plain / "rwkv-0.pth", proj / "rwkv-0.pth") == 0.0
 
 
+def test_ddp_val_loss_is_the_whole_set(small_model, docs_npy, val_npy, tmp_path, capsys):
+    """Two processes score half the samples each; the logged figure is the whole set's."""
+    proj = tmp_path / "ddp"
+    argv = flags(small_model, proj, docs_npy, devices=2, strategy="ddp", epoch_count=1,
+                 epoch_steps=2, val_file=val_npy)
+    r = subprocess.run([sys.executable, "-m", "rwkvft", "train", *argv], cwd=REPO,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    val = rows(proj, "val")
+    assert len(val) == 1 and val[0]["tokens"] == 5 * 30
+    assert main(["eval", "--model", str(small_model), "--adapter", str(proj / "rwkv-0.pth"),
+                 "--data_file", str(val_npy), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["loss"] == pytest.approx(val[0]["loss"], rel=1e-5)  # other batches, same sums
+
+
 def test_loss_png_has_the_validation_curve(tmp_path):
     from PIL import Image
 
@@ -275,6 +291,12 @@ def test_bad_validation_flags(capsys, small_model, docs_npy, tmp_path, over, mes
     proj = tmp_path / "p"
     assert message in _err(capsys, ["train", *flags(small_model, proj, docs_npy, **over)])
     assert not proj.exists()
+
+
+def test_missing_val_file_is_named(capsys, small_model, docs_npy, tmp_path):
+    msg = _err(capsys, ["train", *flags(small_model, tmp_path / "p", docs_npy,
+                                        val_file=tmp_path / "nope.npy")])
+    assert msg.startswith("rwkvft: error: --val_file: ") and "nope.npy" in msg
 
 
 def test_val_split_of_one_document_is_refused(capsys, small_model, tokens_npy, tmp_path):

@@ -134,5 +134,8 @@ def build_training_and_validation(cfg, dcfg, val_dcfg, world_size: int):
     if cfg.val_split:
         corpus, val_corpus, _ = split_corpus(corpus, cfg.val_split, cfg.random_seed)
     else:
-        val_corpus = read_data(val_dcfg)
+        try:
+            val_corpus = read_data(val_dcfg)
+        except UserError as e:
+            raise UserError(f"--val_file: {e}") from None
     return dataset_from_corpus(dcfg, corpus, world_size), val_samples_from(val_corpus, dcfg)
