@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS
     parser.add_argument("--model", required=True, help="base (or merged) checkpoint, .pth or .safetensors")
     parser.add_argument("--adapter", default=None, help="adapter file (rwkv-N.pth) applied to --model")
-    parser.add_argument("--state", default=None, help="state-tuning state file applied to --model (not available in this version yet)")
+    parser.add_argument("--state", default=None,
+                        help="state-tuning state file applied to --model (not available in this version yet)")
     parser.add_argument("--data_file", required=True, help="data to score, any --data_type training reads")
     parser.add_argument("--compare", action="store_true",
                         help="score --model alone and with --adapter/--state (or --base against "
