@@ -15,7 +15,7 @@ from ..utils import atomic_path, same_file
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses
 from .interrupt import Interrupted, StopRequest
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
-from .steps import ResumableData, StepEvents, budget_steps
+from .steps import ResumableData, StepEvents, budget_steps, silence_mid_epoch_resume_warning
 
 RUN_FILES = ("last.ckpt", "train_config.json", "loss.jsonl")
 # settings a resumed run must share with the run it continues
@@ -329,6 +329,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if acc == "cpu" and cfg.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
     ckpt = str(proj / "last.ckpt") if cfg.resume else None
+    if ckpt:
+        silence_mid_epoch_resume_warning()
     try:
         # last.ckpt holds only tensors and plain values: load it as data, never as code
         trainer.fit(module, loader, ckpt_path=ckpt, weights_only=True)

@@ -42,6 +42,13 @@ class ResumableData(Dataset):
         self.dataset.set_epoch(epoch)
 
 
+def silence_mid_epoch_resume_warning() -> None:
+    """Lightning warns that a mid-epoch resume with a plain DataLoader is unreliable; ours is
+    exact (ResumableData), so the warning would only mislead."""
+    import warnings
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+
+
 def steps_per_epoch(cfg) -> int:
     return math.ceil(cfg.epoch_steps / cfg.accumulate_grad_batches)
 
