@@ -93,6 +93,17 @@ class TrainConfig:
     num_workers: int = 0
     head_chunk: int = 2048         # tokens per head+cross-entropy chunk (bounds logits memory)
     progress: bool = True
+    # validation, samples, step saves and budgets (training/validation.py, training/steps.py)
+    val_file: str = ""             # held-out data, read like --data_file (same --data_type)
+    val_split: float = 0.0         # or hold out this fraction of the training documents
+    val_every: int = 0             # also validate every N optimizer steps (0 = epoch ends only)
+    save_best: bool = False        # keep rwkv-best.pth: the adapter with the lowest val loss
+    sample_prompts: str = ""       # prompts file: greedy continuations into samples.md at every save
+    sample_tokens: int = 48        # tokens per sample continuation
+    save_every_steps: int = 0      # also save rwkv-step{S}.pth + last.ckpt every N steps
+    keep_last: int = 0             # keep only the newest K step saves (0 = keep all)
+    max_steps: int = 0             # end the run after N optimizer steps (0 = no limit)
+    max_tokens: int = 0            # end the run after about N training tokens (0 = no limit)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -186,6 +197,13 @@ RANGES: dict[str, Range] = {
     "random_seed": Range(0, 2**32 - 1),
     "num_workers": Range(0, hint="0 = load data in the training process"),
     "head_chunk": Range(1),
+    "val_split": Range(0, 1, hi_open=True, hint="a fraction of the documents, e.g. 0.05"),
+    "val_every": Range(0, hint="0 = validate at epoch ends only"),
+    "sample_tokens": Range(1, 4096),
+    "save_every_steps": Range(0, hint="0 = save at epoch ends only"),
+    "keep_last": Range(0, hint="0 = keep every step save"),
+    "max_steps": Range(0, hint="0 = no limit"),
+    "max_tokens": Range(0, hint="0 = no limit"),
 }
 
 
@@ -260,6 +278,16 @@ HELP = {
     "num_workers": "DataLoader worker processes",
     "head_chunk": "tokens per chunk of the output head + loss",
     "progress": "show a progress bar",
+    "val_file": "validation data, read exactly like --data_file (same --data_type, masks); loss/ppl logged",
+    "val_split": "hold out this fraction of the training documents for validation (seeded by --random_seed; never trained on)",
+    "val_every": "validate every N optimizer steps as well as at each epoch end (0 = epoch ends only)",
+    "save_best": "keep rwkv-best.pth (+ adapter_config.json): the adapter with the lowest validation loss",
+    "sample_prompts": "file of prompts (one a line, or jsonl chats): greedy continuations into samples.md at every save",
+    "sample_tokens": "tokens generated per prompt for --sample_prompts",
+    "save_every_steps": "also save rwkv-step{S}.pth and last.ckpt every N optimizer steps (resumable mid-epoch)",
+    "keep_last": "keep only the newest K step saves (epoch saves and rwkv-best are never deleted; 0 = all)",
+    "max_steps": "end the run after N optimizer steps (saved and resumable; 0 = no limit)",
+    "max_tokens": "end the run after this many training tokens (samples x ctx_len; 0 = no limit)",
 }
 
 
@@ -387,3 +415,14 @@ def validate(cfg: TrainConfig) -> None:
         bad("--resume and --overwrite contradict each other; pick one")
     if cfg.resume and cfg.adapter_init:
         bad("--resume continues from last.ckpt, --adapter_init starts a new run from an adapter; pick one")
+    _validate_evaluation(cfg, bad)
+
+
+def _validate_evaluation(cfg: TrainConfig, bad) -> None:
+    """How the validation / step-save / budget flags fit together (their ranges are in RANGES)."""
+    if cfg.val_split and cfg.val_file:
+        bad("--val_file and --val_split both choose the validation data; give one")
+    if (cfg.val_every or cfg.save_best) and not (cfg.val_file or cfg.val_split):
+        bad("--val_every / --save_best need validation data: add --val_file PATH or --val_split 0.05")
+    if cfg.keep_last and not cfg.save_every_steps:
+        bad("--keep_last prunes step saves: add --save_every_steps N")

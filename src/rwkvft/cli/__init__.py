@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("rwkvft.cli.inspect_cmd", "show a checkpoint's architecture, sizes and dtype"),
     "init": ("rwkvft.cli.init_cmd", "write a freshly initialised RWKV-7 checkpoint of any size"),
     "prepare": ("rwkvft.cli.prepare_cmd", "tokenize jsonl / text into a binidx pair for training"),
+    "eval": ("rwkvft.cli.eval_cmd", "loss, perplexity and tokens of a model (+ adapter) on a data file, read as training reads it"),
     "demo": ("rwkvft.cli.demo_cmd", "end-to-end demo on CPU: init a tiny model, train MiSS, merge, generate"),
     "bench": ("rwkvft.cli.bench_cmd", "measure training tokens/s, peak memory and MFU"),
 }

@@ -2,7 +2,8 @@
 
 1. `init` a tiny RWKV-7 (World vocabulary, so the real tokenizer works),
 2. write the bundled sample chat dataset,
-3. train MiSS on it (the loss falls visibly: the data is small enough to memorize),
+3. train MiSS on it (the loss falls visibly: the data is small enough to memorize), holding out
+   10% of the conversations for validation and generating a sample at every epoch's save,
 4. merge the adapter into a bf16 .pth,
 5. generate from the merged model, and print where everything is.
 """
@@ -76,13 +77,16 @@ def run(args) -> int:
     data = out / "chat.jsonl"
     shutil.copyfile(SAMPLE_JSONL, data)
     print(f"[2/4] sample data: {data} ({sum(1 for _ in open(data, encoding='utf-8'))} conversations)")
+    prompts = out / "prompts.txt"
+    prompts.write_text(PROMPT.replace("\n", "\\n") + "\n", encoding="utf-8")
     cfg = TrainConfig(load_model=str(base), proj_dir=str(out / "run"), data_file=str(data),
                       data_type="jsonl", dataload="pad", ctx_len=64, micro_bsz=4,
                       epoch_steps=args.epoch_steps, epoch_count=args.epochs, epoch_save=1,
                       lr_init=1e-2, lr_final=3e-3, warmup_steps=5, accelerator="cpu",
                       precision="fp32", peft="miss", peft_config='{"r":32}',
                       train_parts=["ln", "time"], merge_output=str(out / "demo-merged.pth"),
-                      random_seed=args.seed)
+                      random_seed=args.seed, val_split=0.1, sample_prompts=str(prompts),
+                      sample_tokens=16)
     validate(cfg)
     print("[3/4] training MiSS r=32 (+ LayerNorms and time-mix vectors) on CPU")
     torch.manual_seed(args.seed)
@@ -90,6 +94,7 @@ def run(args) -> int:
     losses = _epoch_losses(out / "run" / "train_log.txt")
     if losses:
         print("      loss by epoch: " + " -> ".join(f"{x:.2f}" for x in losses))
+    _print_epochs(result)
     print(f"[4/4] generating from the merged model {result.merged}")
     print("-" * 60)
     print(PROMPT, end="", flush=True)
@@ -104,6 +109,15 @@ def run(args) -> int:
                         ("loss plot", out / "run" / "loss.png")):
         print(f"  {label:14s} {path}")
     return 0
+
+
+def _print_epochs(result) -> None:
+    """Validation loss (held-out conversations) and the sample continuation of each epoch."""
+    val = [r for r in result.validation]
+    if val:
+        print("      validation loss by epoch: " + " -> ".join(f"{r['loss']:.2f}" for r in val))
+    for name, texts in result.samples:
+        print(f"      sample after {name}: {texts[0].strip()[:70]!r}")
 
 
 def _generate(model_path: Path, prompt: str, seed: int) -> None:

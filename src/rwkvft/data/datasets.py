@@ -94,6 +94,11 @@ class DataConfig:
             raise UserError(f"sft_field needs exactly two names (prompt response), got {list(self.sft_field)}")
 
 
+def trained_mask(cfg: DataConfig, corpus: Corpus):
+    """The per-token loss mask of `corpus` under cfg (None = every real token is trained)."""
+    return corpus.mask if (cfg.loss_mask == "qa" or cfg.data_type == "sft") else None
+
+
 def _choice(name: str, value: str, allowed) -> None:
     if value not in allowed:
         raise UserError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
@@ -138,7 +143,7 @@ class RWKVDataset(Dataset):
         self.world_size = world_size
         self.seed = max(cfg.random_seed, 0)
         self.epoch = 0
-        self.tmask = corpus.mask if (cfg.loss_mask == "qa" or cfg.data_type == "sft") else None
+        self.tmask = trained_mask(cfg, corpus)
         self.notes: list[str] = []
 
     def set_epoch(self, epoch: int) -> None:
@@ -304,11 +309,9 @@ class PackDataset(RWKVDataset):
         return make_sample(np.concatenate(toks), mask, None)
 
 
-def build_dataset(cfg: DataConfig, rank: int = 0, world_size: int = 1) -> RWKVDataset:
-    """Read cfg.data_file and return the map-style dataset for cfg.dataload (see module docstring)."""
+def read_data(cfg: DataConfig, rank: int = 0) -> Corpus:
+    """Read cfg.data_file as training reads it (tokenizer, EOD, roles and mask checks)."""
     cfg.validate()
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise UserError(f"bad rank {rank} / world_size {world_size}")
     vocab = cfg.vocab_size or VOCAB_SIZE
     roles = Roles(cfg.user_role, cfg.assistant_role, cfg.system_role)
     opts = ReadOptions(cfg.data_file, cfg.data_type, roles, cfg.text_field,
@@ -318,5 +321,18 @@ def build_dataset(cfg: DataConfig, rank: int = 0, world_size: int = 1) -> RWKVDa
     if (cfg.loss_mask == "qa" or cfg.data_type == "sft") and corpus.mask is None:
         raise UserError(f"loss_mask qa needs records with roles (chat messages or prompt/response), and "
                         f"{corpus.source} ({cfg.data_type}) has none; use jsonl/sft data or --loss_mask none")
+    return corpus
+
+
+def dataset_from_corpus(cfg: DataConfig, corpus: Corpus, world_size: int = 1) -> RWKVDataset:
+    """The map-style dataset for cfg.dataload over an already read corpus."""
     cls = {"get": WindowDataset, "pad": DocDataset, "only": DocDataset, "pack": PackDataset}[cfg.dataload]
     return cls(cfg, corpus, world_size)
+
+
+def build_dataset(cfg: DataConfig, rank: int = 0, world_size: int = 1) -> RWKVDataset:
+    """Read cfg.data_file and return the map-style dataset for cfg.dataload (see module docstring)."""
+    cfg.validate()
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise UserError(f"bad rank {rank} / world_size {world_size}")
+    return dataset_from_corpus(cfg, read_data(cfg, rank), world_size)

@@ -47,6 +47,9 @@ class StepMetrics(L.Callback):
         self._acc_tokens = 0
         self._last_step = -1
 
+    def on_train_start(self, trainer, pl_module):
+        self.on_train_epoch_start(trainer, pl_module)  # a mid-epoch resume gets no epoch start
+
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch_losses = []
         self._t_epoch = self._t_step = time.perf_counter()
@@ -108,10 +111,12 @@ class SaveAdapter(L.Callback):
         self.epoch_begin, self.epoch_save, self.my_exit = epoch_begin, epoch_save, my_exit
 
     def on_train_epoch_end(self, trainer, pl_module):
+        if not epoch_complete(trainer):
+            return  # stopped inside the epoch (budget or signal): that stop saved a step file
         done = trainer.current_epoch + 1
         epoch_no = self.epoch_begin + trainer.current_epoch
         stop_here = self.my_exit and done >= self.my_exit
-        last = done >= trainer.max_epochs or stop_here
+        last = done >= trainer.max_epochs or stop_here or trainer.should_stop
         summary = self.metrics.epoch_summary()
         self.runlog.line(f"epoch {epoch_no}: loss {summary['loss']:.4f} ppl "
                       f"{_ppl(summary['loss']):.2f} lr {trainer.optimizers[0].param_groups[0]['lr']:.3g} "
@@ -124,9 +129,10 @@ class SaveAdapter(L.Callback):
                           f"continue with --resume")
             trainer.should_stop = True
 
-    def _save(self, trainer, epoch_no: int) -> None:
+    def _save(self, trainer, label) -> None:
+        """Adapter rwkv-{label} (label: epoch number or "step{S}") + last.ckpt; every rank calls it."""
         if trainer.is_global_zero:
-            self.save_fn(epoch_no)
+            self.save_fn(label)
         ckpt = Path(self.runlog.proj_dir) / "last.ckpt"
         tmp = ckpt.with_name(".last.ckpt.tmp")
         # collective: every rank must call it. The optimizer state is needed for --resume.
@@ -141,6 +147,12 @@ class SaveAdapter(L.Callback):
         if trainer.is_global_zero:
             tmp.replace(ckpt)
             self.plot_fn()
+
+
+def epoch_complete(trainer) -> bool:
+    """False when the epoch ended early (should_stop inside it), True at its last batch."""
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+    return done >= trainer.num_training_batches
 
 
 def _ppl(loss: float) -> float:
@@ -158,6 +170,8 @@ def plot_losses(proj_dir: Path) -> None:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
+    val = [r for r in rows if r.get("kind") == "val"]
+    rows = [r for r in rows if r.get("kind", "train") == "train"]
     if not rows:
         return
     import matplotlib
@@ -172,9 +186,12 @@ def plot_losses(proj_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     ax.plot(steps, losses, color="#9db4d6", linewidth=0.8, label="loss")
     ax.plot(steps, smooth, color="#1f4e9c", linewidth=1.8, label=f"moving average ({k})")
+    if val:  # the validation curve (--val_file / --val_split)
+        ax.plot([r["step"] for r in val], [r["loss"] for r in val], color="#d9480f", marker="o",
+                markersize=3.5, linewidth=1.5, label="validation loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
-    ax.set_title(f"{Path(proj_dir).name}: training loss")
+    ax.set_title(f"{Path(proj_dir).name}: training loss" + (" and validation loss" if val else ""))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

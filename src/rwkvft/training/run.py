@@ -27,7 +27,9 @@ from ..errors import UserError
 from ..utils import atomic_path
 from . import nodes, safety
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
+from .interrupt import Interrupted, StopRequest
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
+from .steps import ResumableData, StepEvents, budget_steps, silence_mid_epoch_resume_warning
 
 if TYPE_CHECKING:
     from ..data import DataConfig
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
 # settings a resumed run must share with the run it continues
 RESUME_KEYS = ("load_model", "peft", "peft_config", "train_parts", "ctx_len", "micro_bsz",
                "epoch_steps", "accumulate_grad_batches", "data_file", "data_type", "dataload",
-               "random_seed", "lr_init", "lr_final", "lr_schedule", "warmup_steps", "epoch_begin")
+               "random_seed", "lr_init", "lr_final", "lr_schedule", "warmup_steps", "epoch_begin",
+               "val_split")
 
 
 @dataclass
@@ -43,6 +46,8 @@ class TrainResult:
     proj_dir: Path
     adapters: list = field(default_factory=list)
     merged: Path | None = None
+    validation: list = field(default_factory=list)  # the "kind": "val" rows of loss.jsonl
+    samples: list = field(default_factory=list)     # (adapter file name, continuations) per save
 
 
 @dataclass
@@ -76,6 +81,8 @@ def plan_run(cfg: TrainConfig) -> Plan:
         raise UserError(f"--quant {cfg.quant} stores the frozen base under adapters, but --peft "
                         f"{method.name} trains every weight; use --quant none")
     data = data_config(cfg)
+    if cfg.val_file:
+        data_config(cfg, cfg.val_file)
     check_loggers(cfg)
     return Plan(cfg, acc, precision, peft, method, data,
                 cfg.devices * cfg.num_nodes, _rank_zero())
@@ -197,15 +204,17 @@ def resolve_data_type(cfg: TrainConfig) -> str:
                     f"({', '.join(DATA_TYPES)})")
 
 
-def data_config(cfg: TrainConfig):
-    """The validated DataConfig of this run (vocab_size 0: filled in from the checkpoint)."""
+def data_config(cfg: TrainConfig, data_file: str = ""):
+    """The validated DataConfig that reads `data_file` (default --data_file) exactly as training
+    reads it (vocab_size 0: filled in from the checkpoint). --val_file and `rwkvft eval` go
+    through here too, so they see the same tokens and masks."""
     from ..data import DataConfig
 
     data_type = resolve_data_type(cfg)
     dataload = cfg.dataload
     if dataload == "auto":  # records are documents; token streams are windows
         dataload = "pad" if data_type in ("jsonl", "sft") else "get"
-    data_file = cfg.data_file
+    data_file = data_file or cfg.data_file
     if data_type == "binidx" and Path(data_file).suffix in (".bin", ".idx"):
         data_file = str(Path(data_file).with_suffix(""))
     dcfg = DataConfig(data_file=data_file, data_type=data_type, ctx_len=cfg.ctx_len,
@@ -221,14 +230,17 @@ def data_config(cfg: TrainConfig):
 
 
 def build_data(plan: Plan, vocab_size: int):
-    """Step 4: the dataset, for the checkpoint's vocabulary."""
+    """Step 4: (training dataset, validation samples or None) for the checkpoint's vocabulary;
+    see training/validation.py for --val_file / --val_split."""
     import dataclasses
 
-    from ..data import build_dataset
-    dataset = build_dataset(dataclasses.replace(plan.data, vocab_size=vocab_size), rank=0,
-                            world_size=plan.world)
+    from .validation import build_training_and_validation
+    cfg = plan.cfg
+    dcfg = dataclasses.replace(plan.data, vocab_size=vocab_size)
+    val_dcfg = dataclasses.replace(data_config(cfg, cfg.val_file), vocab_size=vocab_size)
+    dataset, val = build_training_and_validation(cfg, dcfg, val_dcfg, plan.world)
     dataset.check_ctx_len()
-    return dataset
+    return dataset, val
 
 
 def prepare_model(model, peft: AdapterConfig, train_parts, precision: str, quant: str = "none",
@@ -316,13 +328,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.resume:
         safety.check_resume_tensors(plan.proj / "last.ckpt", model, trainable)
     init_note = adapter_init(cfg, model, plan.peft, base_sd)
-    dataset = build_data(plan, mcfg.vocab_size)
-    saver = AdapterSaver(plan, model, trainable, fingerprint_of(base_sd), log)
-    trainer, module = build_trainer(plan, model, trainable, dataset, saver, log)
+    dataset, val_samples = build_data(plan, mcfg.vocab_size)
+    saver = AdapterSaver(plan, model, trainable, fingerprint_of(base_sd), log,
+                         sample_writer(cfg, mcfg.vocab_size))
+    steps = build_trainer(plan, model, trainable, dataset, val_samples, saver, log)
     if plan.rank0:
         _write_run_header(plan, log, mcfg, model, trainable, op, [dataset.summary(), quant_note, init_note])
-    fit(plan, trainer, module, dataset, saver, log)
-    return finish(plan, trainer, model, trainable, base_sd, saver, log)
+    fit(plan, steps, saver, log)
+    return finish(plan, steps, model, trainable, base_sd, saver, log)
 
 
 def adapter_init(cfg: TrainConfig, model, peft: AdapterConfig, base_sd) -> str:
@@ -342,10 +355,14 @@ class AdapterSaver:
     """Writes rwkv-{epoch}.{pth,safetensors} (+ adapter_config.json) on rank 0 and remembers
     what it wrote. For a full_model method (--peft none) the file is the whole model."""
 
-    def __init__(self, plan: Plan, model, trainable: list[str], base_fp: dict, log: RunLog):
+    def __init__(self, plan: Plan, model, trainable: list[str], base_fp: dict, log: RunLog,
+                 sampler=None):
         self.plan, self.model, self.trainable = plan, model, list(trainable)
         self.base_fp, self.log = base_fp, log
         self.saved: list[Path] = []
+        self.sampler = sampler              # --sample_prompts: continuations at every save
+        self.samples: list = []
+        self.module = None                  # the FineTuneModule, once built (for the samples)
 
     def tensors(self) -> dict:
         from ..adapters import adapter_state_dict
@@ -354,30 +371,74 @@ class AdapterSaver:
         return {k: v.detach().float().cpu().clone()
                 for k, v in adapter_state_dict(self.model, self.trainable).items()}
 
-    def __call__(self, epoch_no: int) -> Path:
+    def __call__(self, label, track: bool = True) -> Path:
+        """Write rwkv-{label} (label: epoch number, "step{S}" or "best"; track=False for best,
+        which is not "the adapter" of the run)."""
         from ..checkpoint.adapter_io import save_adapter
-        path = self.plan.proj / f"rwkv-{epoch_no}.{self.plan.cfg.adapter_format}"
+        path = self.plan.proj / f"rwkv-{label}.{self.plan.cfg.adapter_format}"
         try:
             save_adapter(path, self.tensors(), self.plan.peft, self.base_fp)
         except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
             prev = self.saved[-1].name if self.saved else "none yet"
             raise UserError(f"could not save the adapter to {path} ({safety.save_error_text(e)}); "
                             f"the previous save ({prev}) is intact") from None
+        if not track:
+            return path
         self.saved.append(path)
         self.log.line(f"saved {path}")
+        if self.sampler is not None and self.module is not None:
+            self._write_samples(path)
         return path
 
+    def _write_samples(self, path: Path) -> None:
+        m = self.module
+        step = m.global_step + m.step_offset
+        self.sampler.write(self.model, f"step {step}: {path.name}", m.device,
+                           m.trainer.precision_plugin.forward_context)
+        self.log.line(f"samples for {path.name} written to {self.sampler.path}")
+        self.samples.append((path.name, list(self.sampler.last)))
 
-def build_trainer(plan: Plan, model, trainable, dataset, saver: AdapterSaver, log: RunLog):
-    """Step 5: (lightning.Trainer, FineTuneModule) with the metric and saving callbacks."""
+
+def sample_writer(cfg: TrainConfig, vocab_size: int):
+    """--sample_prompts: the writer of samples.md (None without the flag)."""
+    if not cfg.sample_prompts:
+        return None
+    from ..data.formats import Roles
+    from .samples import SampleWriter, read_prompts
+    writer = SampleWriter(read_prompts(cfg.sample_prompts, Roles(cfg.user_role, cfg.assistant_role,
+                                                                  cfg.system_role)),
+                          cfg.proj_dir, cfg.sample_tokens)
+    writer.check_model(vocab_size)
+    return writer
+
+
+@dataclass
+class TrainerParts:
+    """What build_trainer makes and fit/finish use."""
+    trainer: object
+    module: FineTuneModule
+    data: ResumableData
+    events: StepEvents
+    stop: StopRequest
+    validator: object | None
+
+
+def build_trainer(plan: Plan, model, trainable, dataset, val_samples, saver: AdapterSaver,
+                  log: RunLog) -> TrainerParts:
+    """Step 5: the Lightning trainer, the module, and the metric, step-event and saving callbacks."""
     import lightning as L
 
     cfg = plan.cfg
     total, offset = total_optimizer_steps(cfg)
-    module = FineTuneModule(model, trainable, cfg, total, offset, dataset=dataset)
+    data = ResumableData(dataset)  # a resume from a mid-epoch save continues the same order
+    module = FineTuneModule(model, trainable, cfg, total, offset, dataset=data)
+    saver.module = module
     metrics = StepMetrics(log, cfg.micro_bsz * cfg.ctx_len, plan.world, offset, cfg.epoch_begin)
     save_cb = SaveAdapter(saver, log, metrics, lambda: plot_losses(plan.proj),
                           epoch_begin=cfg.epoch_begin, epoch_save=cfg.epoch_save, my_exit=cfg.my_exit)
+    validator = make_validator(cfg, val_samples, saver, log, plan.rank0)
+    stop = StopRequest()
+    events = StepEvents(cfg, log, save_cb, data, offset, validator, stop, budget_steps(cfg, plan.world))
     trainer = L.Trainer(
         accelerator=plan.acc, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
         precision=plan.precision, max_epochs=cfg.epoch_count,
@@ -385,23 +446,37 @@ def build_trainer(plan: Plan, model, trainable, dataset, saver: AdapterSaver, lo
         gradient_clip_val=cfg.grad_clip or None, logger=_loggers(cfg, plan.proj),
         enable_checkpointing=False, enable_progress_bar=cfg.progress,
         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
-        callbacks=[metrics, save_cb], default_root_dir=str(plan.proj),
+        callbacks=[metrics, events, save_cb], default_root_dir=str(plan.proj),
     )
     if plan.acc == "cpu" and cfg.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
-    return trainer, module
+    return TrainerParts(trainer, module, data, events, stop, validator)
 
 
-def fit(plan: Plan, trainer, module, dataset, saver: AdapterSaver, log: RunLog) -> None:
+def make_validator(cfg: TrainConfig, val_samples, saver: AdapterSaver, log: RunLog, rank0: bool):
+    """--val_file / --val_split: the Validator (None without validation data)."""
+    if val_samples is None:
+        return None
+    from .validation import Validator
+    best = (lambda: saver("best", track=False)) if cfg.save_best else None
+    if rank0:
+        log.line(f"validation: {len(val_samples)} samples from "
+                 f"{cfg.val_file or f'--val_split {cfg.val_split}'}")
+    return Validator(val_samples, cfg, log, best)
+
+
+def fit(plan: Plan, steps: TrainerParts, saver: AdapterSaver, log: RunLog) -> None:
     """Step 6: train (resuming from last.ckpt with --resume)."""
-    cfg = plan.cfg
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.micro_bsz, shuffle=False,
+    cfg, trainer = plan.cfg, steps.trainer
+    loader = torch.utils.data.DataLoader(steps.data, batch_size=cfg.micro_bsz, shuffle=False,
                                          num_workers=cfg.num_workers, drop_last=False)
     ckpt = str(plan.proj / "last.ckpt") if cfg.resume else None
+    if ckpt:
+        silence_mid_epoch_resume_warning()
     nodes.announce_wait(trainer, cfg)
     try:
         # last.ckpt holds only tensors and plain values: load it as data, never as code
-        trainer.fit(module, loader, ckpt_path=ckpt, weights_only=True)
+        trainer.fit(steps.module, loader, ckpt_path=ckpt, weights_only=True)
     except NonFiniteLoss as e:
         last = saver.saved[-1] if saver.saved else None
         kept = f"the last good adapter is {last}" if last else "no adapter had been saved yet"
@@ -414,17 +489,31 @@ def fit(plan: Plan, trainer, module, dataset, saver: AdapterSaver, log: RunLog) 
         raise timed_out from None
 
 
-def finish(plan: Plan, trainer, model, trainable, base_sd, saver: AdapterSaver,
+def finish(plan: Plan, steps: TrainerParts, model, trainable, base_sd, saver: AdapterSaver,
            log: RunLog) -> TrainResult:
-    """Step 7: ranks agree, the optional merged model, the end of the log."""
-    _check_ranks_in_sync(trainer, model, trainable, log)
-    result = TrainResult(plan.proj, adapters=list(saver.saved))
+    """Step 7: a signal stop reported, ranks agree, the optional merged model, the end of the log."""
+    result = TrainResult(plan.proj, adapters=list(saver.saved), samples=list(saver.samples),
+                         validation=steps.validator.history if steps.validator else [])
+    if steps.events.stopped_by == "signal":
+        _report_interrupt(plan.cfg, log, result, steps.stop.name)
+    _check_ranks_in_sync(steps.trainer, model, trainable, log)
     if plan.rank0 and plan.cfg.merge_output:
         result.merged = merge_to_file(base_sd, saver.tensors(), plan.peft, plan.cfg.merge_output)
         log.line(f"merged model written to {result.merged}")
     if plan.rank0:
         log.line(f"finished {_dt.datetime.now().isoformat(timespec='seconds')}")
     return result
+
+
+def _report_interrupt(cfg: TrainConfig, log, result, name: str) -> None:
+    """After a clean stop on a signal: say what was saved and how to continue; exit 130."""
+    import sys
+    saved = result.adapters[-1] if result.adapters else None
+    log.line(f"interrupted by {name}; saved {saved} and last.ckpt")
+    if _rank_zero():
+        print(f"rwkvft: stopped on {name}: saved {saved} and {Path(cfg.proj_dir) / 'last.ckpt'}; "
+              f"continue with the same command plus --resume", file=sys.stderr, flush=True)
+    raise Interrupted()
 
 
 def merge_to_file(base_sd, adapter_sd, acfg, output):

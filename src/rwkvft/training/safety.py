@@ -16,9 +16,9 @@ from ..errors import UserError, quote
 from ..utils import same_file
 
 # Every file a training run writes into --proj_dir (regular expressions on the file name).
-RUN_FILE_PATTERNS = (r"rwkv-\d+\.pth", r"rwkv-\d+\.safetensors", r"adapter_config\.json",
+RUN_FILE_PATTERNS = (r"rwkv-(\d+|step\d+|best)\.(pth|safetensors)", r"adapter_config\.json",
                      r"last\.ckpt", r"train_config\.json", r"train_log\.txt", r"loss\.jsonl",
-                     r"loss\.png")
+                     r"loss\.png", r"samples\.md")
 # A run's files are "a run" (need --resume or --overwrite); the log alone is not.
 _RUN_MARKERS = (r"rwkv-\d+\.pth", r"rwkv-\d+\.safetensors", r"last\.ckpt", r"train_config\.json",
                 r"loss\.jsonl")
