@@ -175,10 +175,9 @@ def build_data(cfg: TrainConfig, vocab_size: int, world_size: int):
                       window_sampling=cfg.window_sampling, long_docs=cfg.long_docs,
                       user_role=cfg.user_role, assistant_role=cfg.assistant_role,
                       system_role=cfg.system_role, text_field=cfg.text_field,
-                      max_bad_fraction=cfg.max_bad_fraction, progress=cfg.progress)
-    dataset = build_dataset(dcfg, rank=0, world_size=world_size)
-    dataset.check_ctx_len()
-    return dataset
+                      max_bad_fraction=cfg.max_bad_fraction, progress=cfg.progress,
+                      group_by_length=cfg.group_by_length)
+    return build_dataset(dcfg, rank=0, world_size=world_size)
 
 
 def cast_frozen(model, precision: str) -> None:
@@ -255,7 +254,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     world = cfg.devices * cfg.num_nodes
     dataset = build_data(cfg, mcfg.vocab_size, world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.micro_bsz, shuffle=False,
-                                         num_workers=cfg.num_workers, drop_last=False)
+                                         num_workers=cfg.num_workers, drop_last=False,
+                                         collate_fn=dataset.collate)
     total, offset = total_optimizer_steps(cfg)
     module = FineTuneModule(model, trainable, cfg, total, offset)
     module.dataset = dataset
@@ -281,7 +281,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         log.line(f"saved {path}")
         return path
 
-    metrics = StepMetrics(log, cfg.micro_bsz * cfg.ctx_len, world, offset)
+    metrics = StepMetrics(log, offset)
     saver = SaveAdapter(save_fn, log, metrics, lambda: plot_losses(proj))
     trainer = L.Trainer(
         accelerator=acc, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
