@@ -19,7 +19,8 @@ RUN_FILES = ("last.ckpt", "train_config.json", "loss.jsonl")
 # settings a resumed run must share with the run it continues
 RESUME_KEYS = ("load_model", "peft", "peft_config", "train_parts", "ctx_len", "micro_bsz",
                "epoch_steps", "accumulate_grad_batches", "data_file", "data_type", "dataload",
-               "random_seed", "lr_init", "lr_final", "lr_schedule", "warmup_steps", "epoch_begin")
+               "random_seed", "lr_init", "lr_final", "lr_schedule", "warmup_steps", "epoch_begin",
+               "group_by_length")
 
 
 @dataclass
