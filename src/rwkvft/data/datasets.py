@@ -25,9 +25,10 @@ Modes (--dataload):
 - pad: one document per sample, in a seeded random order per pass. ctx_len is a cap, not a size:
   samples keep their own length and `collate` pads a micro-batch with 0 (mask 0) to its longest
   sample, rounded up to kernels.SEQ_MULTIPLE, never past ctx_len (see data/collate.py; with
-  group_by_length, micro-batches hold samples of similar length). Documents longer than ctx_len+1 tokens are split into pieces of ctx_len+1
-  tokens that overlap by one token (long_docs="split", default: nothing is lost) or cut after
-  ctx_len+1 tokens (long_docs="truncate", as RWKV-PEFT does); summary() reports how many.
+  group_by_length, micro-batches hold samples of similar length). Documents longer than
+  ctx_len+1 tokens are split into pieces of ctx_len+1 tokens that overlap by one token
+  (long_docs="split", default: nothing is lost) or cut after ctx_len+1 tokens
+  (long_docs="truncate", as RWKV-PEFT does); summary() reports how many.
 - only: like pad but unpadded (samples have their own length), so micro_bsz must be 1.
 - pack: documents in a seeded random order per pass, end to end, each followed by EOD (0)
   unless it already ends with one, cut into consecutive ctx_len+1 windows (sharing one token).
