@@ -49,7 +49,7 @@ def first_batch_loss(model_path, argv) -> float:
     cfg = resolve_config(p.parse_args(argv[1:]))
     ds = build_data(plan_run(cfg), 65536)
     ds.set_epoch(0)
-    batch = torch.utils.data.default_collate([ds[i] for i in range(cfg.micro_bsz)])
+    batch = ds.collate([ds[i] for i in range(cfg.micro_bsz)])
     model = load_model(model_path, dtype=torch.float32).eval()
     with torch.no_grad():
         logits = model(batch["input_ids"])

@@ -36,13 +36,18 @@ DOCS = [5, 6, 0, 7, 8, 9, 0, 3, 0]
 def test_pad_one_document_per_sample_padded_and_masked(tmp_path):
     ds = ds_for(npy(tmp_path, DOCS), ctx_len=4, dataload="pad", micro_bsz=3)
     assert len(ds) == 3 and ds.samples_per_pass() == 3
-    got = sorted(rows(ds))
+    # samples keep their own length; the batch is padded (here to ctx_len 4, below 16)
+    assert sorted(rows(ds)) == sorted([([5, 6], [6, 0], [1, 1]), ([7, 8, 9], [8, 9, 0], [1, 1, 1]),
+                                       ([3], [0], [1])])
+    batch = ds.collate([ds[i] for i in range(3)])
+    got = sorted(zip(batch["input_ids"].tolist(), batch["targets"].tolist(), batch["mask"].tolist()))
     assert got == sorted([
         ([5, 6, 0, 0], [6, 0, 0, 0], [1, 1, 0, 0]),
         ([7, 8, 9, 0], [8, 9, 0, 0], [1, 1, 1, 0]),
         ([3, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]),
     ])
-    assert all(ds[i]["input_ids"].dtype == torch.long and ds[i]["mask"].dtype == torch.float32 for i in range(3))
+    assert int(batch["real_tokens"]) == 6
+    assert batch["input_ids"].dtype == torch.long and batch["mask"].dtype == torch.float32
 
 
 def test_pad_passes_cover_every_document_once_then_reshuffle(tmp_path):
@@ -60,7 +65,7 @@ def test_long_documents_split_or_truncate(tmp_path):
     # pieces of 5 tokens starting at 0, 4, 8 (sharing one token): [1..5] [5..9] [9,10,0]
     assert sorted(rows(split)) == sorted([([1, 2, 3, 4], [2, 3, 4, 5], [1, 1, 1, 1]),
                                           ([5, 6, 7, 8], [6, 7, 8, 9], [1, 1, 1, 1]),
-                                          ([9, 10, 0, 0], [10, 0, 0, 0], [1, 1, 0, 0])])
+                                          ([9, 10], [10, 0], [1, 1])])
     trunc = ds_for(npy(tmp_path, stream), ctx_len=4, dataload="pad", long_docs="truncate")
     assert rows(trunc) == [([1, 2, 3, 4], [2, 3, 4, 5], [1, 1, 1, 1])]
     assert "1 documents longer than ctx_len+1 = 5 tokens were truncated (6 tokens dropped)" in trunc.summary()
@@ -146,18 +151,18 @@ def test_pickled_dataset_gives_same_samples(tmp_path):
     ds = ds_for(str(tmp_path / "b"), "binidx", ctx_len=4, dataload="pad", micro_bsz=2)
     clone = pickle.loads(pickle.dumps(ds))  # what DataLoader workers receive
     assert rows(clone) == rows(ds)
-    assert sorted(r[0] for r in rows(ds)) == [[4, 5, 6, 0], [7, 8, 0, 0]]
+    assert sorted(r[0] for r in rows(ds)) == [[4, 5, 6], [7, 8]]
 
 
-def test_pad_ctx_len_check(tmp_path):
-    ds = ds_for(npy(tmp_path, DOCS), ctx_len=64, dataload="pad")
-    with pytest.raises(UserError, match=r"ctx_len 64 is longer than every document \(the longest has 4 tokens\).*--ctx_len 16"):
-        ds.check_ctx_len()
-    ds_for(npy(tmp_path, DOCS), ctx_len=16, dataload="pad").check_ctx_len()  # fine: no error
-    long = ds_for(npy(tmp_path, [1] * 40), ctx_len=32, dataload="pad")
-    long.check_ctx_len()
-    with pytest.raises(UserError, match="--ctx_len 48"):
-        ds_for(npy(tmp_path, [1] * 40), ctx_len=64, dataload="pad").check_ctx_len()
+def test_ctx_len_longer_than_every_document_is_a_cap(tmp_path):
+    ds = ds_for(npy(tmp_path, DOCS), ctx_len=64, dataload="pad", micro_bsz=3)
+    assert ("ctx_len 64 is a cap: the longest document has 4 tokens, the longest sample 3; batches are "
+            "padded to their longest sample, rounded up to a multiple of 16: at most 16 positions") in ds.summary()
+    batch = ds.collate([ds[i] for i in range(3)])
+    assert batch["input_ids"].shape == (3, 16) and int(batch["real_tokens"]) == 6
+    only = ds_for(npy(tmp_path, DOCS), ctx_len=64, dataload="only")
+    assert "the longest sample has 3 tokens; samples are not padded" in only.summary()
+    assert only.collate([only[0]])["input_ids"].shape[1] == len(only[0]["input_ids"])
 
 
 def test_window_modes_need_enough_tokens(tmp_path):
@@ -185,7 +190,7 @@ def test_utf8_and_utf16le_text_files(tmp_path):
 def test_uint16_raw_file_split_at_eod(tmp_path):
     np.array(DOCS, dtype="<u2").tofile(tmp_path / "t.u16")
     ds = ds_for(str(tmp_path / "t.u16"), "uint16", ctx_len=4, dataload="pad", micro_bsz=3)
-    assert sorted(r[0] for r in rows(ds)) == [[3, 0, 0, 0], [5, 6, 0, 0], [7, 8, 9, 0]]
+    assert sorted(r[0] for r in rows(ds)) == [[3], [5, 6], [7, 8, 9]]
     (tmp_path / "odd.u16").write_bytes(b"\x01\x00\x02")
     with pytest.raises(UserError, match="odd number of bytes \\(3\\)"):
         ds_for(str(tmp_path / "odd.u16"), "uint16", ctx_len=1)

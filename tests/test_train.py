@@ -66,7 +66,18 @@ def tutorial_run(world_model, facts_jsonl, tmp_path_factory):
     return proj, merged, r
 
 
-def test_tutorial_flags_train_and_write_outputs(tutorial_run):
+def _real_tokens(data, epochs: int, **kw) -> int:
+    """Non-padding tokens the trainer sees in `epochs` epochs (pad mode), counted from the data."""
+    from rwkvft.data import DataConfig, build_dataset
+    ds = build_dataset(DataConfig(data_file=str(data), data_type="jsonl", dataload="pad", **kw))
+    total = 0
+    for e in range(epochs):
+        ds.set_epoch(e)
+        total += sum(len(ds[i]["input_ids"]) for i in range(len(ds)))
+    return total
+
+
+def test_tutorial_flags_train_and_write_outputs(tutorial_run, facts_jsonl):
     proj, merged, r = tutorial_run
     for name in ("rwkv-0.pth", "rwkv-1.pth", "rwkv-2.pth", "adapter_config.json",
                  "train_log.txt", "loss.jsonl", "loss.png", "last.ckpt", "train_config.json"):
@@ -80,7 +91,11 @@ def test_tutorial_flags_train_and_write_outputs(tutorial_run):
     assert "trainable parameters" in log and log.count("\nepoch ") == 3
     rows = [json.loads(l) for l in (proj / "loss.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == list(range(1, 19))
-    assert rows[-1]["tokens"] == 18 * 2 * 32 and all(row["tokens_per_s"] > 0 for row in rows)
+    # tokens are real tokens: the samples' own lengths (the documents are shorter than ctx_len 32)
+    assert rows[-1]["tokens"] == _real_tokens(facts_jsonl, ctx_len=32, micro_bsz=2, epoch_steps=6, epochs=3)
+    assert rows[-1]["tokens"] < 18 * 2 * 32 and all(row["tokens_per_s"] > 0 for row in rows)
+    assert all(0 <= row["padding"] < 1 for row in rows)
+    assert "padding " in log.split("\nepoch 2:")[1].splitlines()[0]
     assert (proj / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -227,12 +242,23 @@ def test_resume_without_a_run(capsys, small_model, tokens_npy, tmp_path):
     assert "nothing to resume" in msg
 
 
-def test_ctx_len_longer_than_every_document_in_pad_mode(capsys, world_model, tmp_path):
-    data = tmp_path / "short.jsonl"
-    data.write_text('{"text": "a b c"}\n{"text": "d e"}\n')
-    msg = _err(capsys, ["train", *tutorial_flags(world_model, tmp_path / "p", data, ctx_len=512,
-                                                 dataload="pad")])
-    assert "ctx_len" in msg
+def test_tutorial_miss_sh_ctx_len_4096_on_short_chat_records(world_model, tmp_path):
+    """miss.sh's --ctx_len 4096 --micro_bsz 4 on chat records far shorter than 4096 tokens trains
+    and saves as it is: ctx_len is a cap, batches are padded only to their longest sample."""
+    from rwkvft.data import SAMPLE_JSONL
+    proj = tmp_path / "miss"
+    argv = tutorial_flags(world_model, proj, SAMPLE_JSONL, ctx_len=4096, micro_bsz=4, epoch_steps=2,
+                          epoch_count=2, lr_init=1e-5, lr_final=1e-5, peft_config='{"r":64}')
+    r = subprocess.run([sys.executable, str(REPO / "train.py"), *argv, "--progress", "0"], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (proj / "rwkv-1.pth").is_file() and (proj / "last.ckpt").is_file()
+    log = (proj / "train_log.txt").read_text()
+    assert "ctx_len 4096 is a cap: the longest document has 59 tokens, the longest sample 58" in log
+    assert "at most 64 positions" in log
+    rows = [json.loads(l) for l in (proj / "loss.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]
+    assert rows[-1]["tokens"] == _real_tokens(SAMPLE_JSONL, ctx_len=4096, micro_bsz=4, epoch_steps=2, epochs=2)
 
 
 def test_nan_loss_stops_and_keeps_last_adapter(capsys, small_model, tokens_npy, tmp_path, monkeypatch):

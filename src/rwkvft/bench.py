@@ -56,6 +56,8 @@ class BenchConfig:
     head_chunk: int = 2048
     lr: float = 1e-4
     seed: int = 0
+    lengths: str = ""              # padded-batch workload (data/lengths.py); "" = every sample ctx_len
+    batching: str = "dynamic"      # with lengths: ctx | dynamic | grouped (how batches are padded)
 
 
 def check(cfg: BenchConfig) -> None:
@@ -72,6 +74,9 @@ def check(cfg: BenchConfig) -> None:
         raise UserError(f"--quant {cfg.quant!r} is not one of {', '.join(QUANT_MODES)}")
     if cfg.grad_cp not in (0, 1):
         raise UserError(f"--grad_cp must be 0 or 1, got {cfg.grad_cp}")
+    from .data.lengths import BATCHINGS
+    if cfg.batching not in BATCHINGS:
+        raise UserError(f"--batching {cfg.batching!r} is not one of {', '.join(BATCHINGS)}")
 
 
 # ----------------------------------------------------------------------------- model
@@ -192,10 +197,24 @@ def _device(cfg: BenchConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _batch(cfg: BenchConfig, vocab: int, device, gen):
-    idx = torch.randint(0, vocab, (cfg.micro_bsz, cfg.ctx_len + 1), generator=gen).to(device)
-    mask = torch.ones(cfg.micro_bsz, cfg.ctx_len, device=device)
-    return idx[:, :-1], idx[:, 1:], mask
+def _plan(cfg: BenchConfig) -> list:
+    """[(sample lengths, padded length)] per step: full ctx_len samples, or the --lengths workload."""
+    import numpy as np
+    if not cfg.lengths:
+        return [(np.full(cfg.micro_bsz, cfg.ctx_len), cfg.ctx_len)]
+    from .data.lengths import plan_batches, sample_lengths
+    lengths = sample_lengths(cfg.lengths, cfg.ctx_len, cfg.micro_bsz, cfg.seed)
+    return plan_batches(lengths, cfg.micro_bsz, cfg.batching, cfg.ctx_len, cfg.seed)
+
+
+def _batch(lengths, T: int, vocab: int, device, gen):
+    """Random tokens; each row real for its length, then padding (token 0, mask 0)."""
+    idx = torch.randint(0, vocab, (len(lengths), T + 1), generator=gen)
+    mask = torch.zeros(len(lengths), T)
+    for i, n in enumerate(lengths):
+        mask[i, :int(n)] = 1
+    idx[:, 1:][mask == 0] = 0
+    return idx[:, :-1].to(device), idx[:, 1:].to(device), mask.to(device)
 
 
 def run_bench(cfg: BenchConfig) -> dict:
@@ -222,9 +241,11 @@ def run_bench(cfg: BenchConfig) -> dict:
                             **({"fused": True} if device.type == "cuda" else {}))
     counts = matmul_param_counts(model)
     gen = torch.Generator().manual_seed(cfg.seed)
+    plan = _plan(cfg)
+    timed = [plan[(cfg.warmup + i) % len(plan)] for i in range(cfg.steps)]
 
-    def step():
-        inputs, targets, mask = _batch(cfg, mcfg.vocab_size, device, gen)
+    def step(k):
+        inputs, targets, mask = _batch(*plan[k % len(plan)], mcfg.vocab_size, device, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = batch_loss(model, inputs, targets, mask, chunk=cfg.head_chunk)
         loss.backward()
@@ -235,13 +256,16 @@ def run_bench(cfg: BenchConfig) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    losses = [step() for _ in range(cfg.warmup)]
+    losses = [step(k) for k in range(cfg.warmup)]
     _sync(device)
     t0 = time.perf_counter()
-    losses += [step() for _ in range(cfg.steps)]
+    losses += [step(cfg.warmup + k) for k in range(cfg.steps)]
     _sync(device)
     elapsed = time.perf_counter() - t0
-    tokens_per_s = cfg.steps * cfg.micro_bsz * cfg.ctx_len / elapsed
+    # real tokens only: padding positions are computed but train nothing
+    real = sum(int(lens.sum()) for lens, _ in timed)
+    positions = sum(len(lens) * T for lens, T in timed)
+    tokens_per_s = real / elapsed
     rate, rate_what = matmul_rate(device)
     fpt = flops_per_token(counts, bool(cfg.grad_cp))
     out = asdict(cfg)
@@ -255,6 +279,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "matmul_params": counts["total"], "trainable_matmul_params": counts["trainable"],
         "block_matmul_params": counts["blocks"], "flops_per_token": fpt,
         "step_time_s": elapsed / cfg.steps, "tokens_per_s": tokens_per_s,
+        "positions_per_s": positions / elapsed, "padding_fraction": 1 - real / positions,
         "matmul_flops_per_s": rate, "matmul_measured": rate_what,
         "mfu": fpt * tokens_per_s / rate,
         "loss_first": float(losses[0]), "loss_last": float(losses[-1]),
@@ -281,7 +306,9 @@ def format_result(r: dict) -> str:
         f"op={r['op']} precision={r['precision']} quant={r['quant']} grad_cp={r['grad_cp']} "
         f"micro_bsz={r['micro_bsz']} ctx_len={r['ctx_len']} peft={r['peft']} {r['peft_config']}",
         f"  {r['tokens_per_s']:,.0f} tokens/s ({r['step_time_s'] * 1e3:.1f} ms/step over {r['steps']} steps "
-        f"after {r['warmup']} warm-up)",
+        f"after {r['warmup']} warm-up)" + (f"; real tokens, with --lengths {r['lengths']} --batching "
+                                           f"{r['batching']}: padding {100 * r['padding_fraction']:.1f}%, "
+                                           f"{r['positions_per_s']:,.0f} positions/s" if r["lengths"] else ""),
         f"  {mem}",
         f"  MFU {100 * r['mfu']:.1f}% = {r['flops_per_token'] / 1e9:.3f} GFLOP/token x tokens/s / "
         f"{r['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s measured ({r['matmul_measured']})",

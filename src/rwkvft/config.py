@@ -44,6 +44,7 @@ class TrainConfig:
     sft_field: list = field(default_factory=list)
     window_sampling: str = "random"  # get mode: random | cover (every window once per pass)
     long_docs: str = "split"       # pad/only: split | truncate documents longer than ctx_len
+    group_by_length: bool = False  # pad: micro-batches of samples of similar length (less padding)
     text_field: str = "text"
     max_bad_fraction: float = 0.01  # jsonl: malformed lines tolerated before it is an error
     user_role: str = "User"
@@ -230,11 +231,13 @@ HELP = {
     "data_type": "auto, " + ", ".join(DATA_TYPES),
     "dataload": "sampling: get (random windows), pad (one document per sample), only, pack; auto = pad for jsonl/sft, get otherwise",
     "loss_mask": "none, pad (ignore padding) or qa (train on assistant/response tokens only)",
-    "ctx_len": "tokens per training sample",
+    "ctx_len": "longest training sample in tokens: a cap in pad/only modes (batches are padded to their longest sample), the window length in get/pack",
     "micro_bsz": "samples per device per step",
     "sft_field": "prompt and response field names for --data_type sft",
     "window_sampling": "get mode: random windows, or cover (every ctx_len window once per pass)",
     "long_docs": "documents longer than ctx_len: split into several samples, or truncate",
+    "group_by_length": "pad mode: build each micro-batch from samples of similar length, so batches carry "
+                       "almost no padding (for data of very uneven lengths, e.g. chat, with micro_bsz > 1)",
     "text_field": "jsonl field holding plain text",
     "max_bad_fraction": "fraction of malformed jsonl lines tolerated (skipped and reported)",
     "user_role": "chat role name for user turns", "assistant_role": "chat role name for replies",

@@ -21,6 +21,10 @@ def add_arguments(parser) -> None:
         "peft": ", ".join(registry.names()), "peft_config": "method options as JSON, e.g. '{\"r\":64}'",
         "head_chunk": "tokens per head + cross-entropy chunk", "lr": "AdamW learning rate",
         "seed": "seed for weights and data",
+        "lengths": "padded-batch workload: lognormal:median=M,max=X[,sigma=S] (chat-like sample lengths) or "
+                   "a data file cut as `train --dataload pad` cuts it; tokens/s then counts real tokens only",
+        "batching": "with --lengths: ctx (pad every batch to ctx_len), dynamic (to its longest sample) or "
+                    "grouped (dynamic + --group_by_length)",
     }
     for f in dataclasses.fields(BenchConfig):
         parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, help=helps.get(f.name, ""))

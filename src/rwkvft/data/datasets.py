@@ -11,8 +11,10 @@ new pass with a new seeded shuffle when a pass ends: every document / window is 
 pass, none twice. `dataset.summary()` says how many samples one pass takes, so epoch_steps can be
 set to cover the data exactly.
 
-Each sample is {"input_ids", "targets", "mask"} of length T = ctx_len (input = tokens[0:T],
-targets = tokens[1:T+1]); loss = sum(ce x mask) / sum(mask).
+Each sample is {"input_ids", "targets", "mask"} of length T (input = tokens[0:T], targets =
+tokens[1:T+1]): T = ctx_len in get/pack, the sample's own length (<= ctx_len) in pad/only;
+`dataset.collate` makes the DataLoader's batches (adding `real_tokens`, the count of non-padding
+positions). loss = sum(ce x mask) / sum(mask).
 
 Modes (--dataload):
 - get: a window of ctx_len+1 tokens from the token stream of all documents end to end, crossing
@@ -20,10 +22,13 @@ Modes (--dataload):
   per sample. window_sampling="cover": the stream is cut into windows starting at 0, T, 2T, ...
   (neighbours share one token so every token is a target once) visited in a seeded random order,
   each exactly once per pass.
-- pad: one document per sample, in a seeded random order per pass, padded with 0 to ctx_len;
-  padding has mask 0. Documents longer than ctx_len+1 tokens are split into pieces of ctx_len+1
-  tokens that overlap by one token (long_docs="split", default: nothing is lost) or cut after
-  ctx_len+1 tokens (long_docs="truncate", as RWKV-PEFT does); summary() reports how many.
+- pad: one document per sample, in a seeded random order per pass. ctx_len is a cap, not a size:
+  samples keep their own length and `collate` pads a micro-batch with 0 (mask 0) to its longest
+  sample, rounded up to kernels.SEQ_MULTIPLE, never past ctx_len (see data/collate.py; with
+  group_by_length, micro-batches hold samples of similar length). Documents longer than
+  ctx_len+1 tokens are split into pieces of ctx_len+1 tokens that overlap by one token
+  (long_docs="split", default: nothing is lost) or cut after ctx_len+1 tokens
+  (long_docs="truncate", as RWKV-PEFT does); summary() reports how many.
 - only: like pad but unpadded (samples have their own length), so micro_bsz must be 1.
 - pack: documents in a seeded random order per pass, end to end, each followed by EOD (0)
   unless it already ends with one, cut into consecutive ctx_len+1 windows (sharing one token).
@@ -36,6 +41,7 @@ Only jsonl and sft data have roles: qa on other data types is an error. sft alwa
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +49,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from ..kernels import SEQ_MULTIPLE
+from .collate import collate, grouped_position, length_groups, padded_length
 from .formats import Roles
 from .readers import DATA_TYPES, Corpus, ReadOptions, read_corpus
 from .tokenizer import EOD, VOCAB_SIZE
@@ -72,6 +80,7 @@ class DataConfig:
     long_docs: str = "split"      # pad/only: split | truncate documents longer than ctx_len+1
     append_eod: bool = True       # jsonl/sft/text: end each document with EOD (0), like prepare
     tokenize_workers: int = 0     # processes for tokenizing jsonl/text (0 = all cores)
+    group_by_length: bool = False  # pad: micro-batches of samples of similar length
     progress: bool = False
 
     def validate(self) -> None:
@@ -90,6 +99,10 @@ class DataConfig:
         if self.dataload == "only" and self.micro_bsz != 1:
             raise UserError(f"dataload 'only' gives samples of different lengths, so micro_bsz must be 1 "
                             f"(got {self.micro_bsz}); use dataload 'pad' or 'pack' for bigger batches")
+        if self.group_by_length and self.dataload != "pad":
+            raise UserError(f"group_by_length groups samples of different lengths into batches, which "
+                            f"only dataload 'pad' makes (got {self.dataload!r}); use --dataload pad or "
+                            f"drop --group_by_length")
         if self.sft_field is not None and len(self.sft_field) != 2:
             raise UserError(f"sft_field needs exactly two names (prompt response), got {list(self.sft_field)}")
 
@@ -105,16 +118,18 @@ def _choice(name: str, value: str, allowed) -> None:
 
 
 class _PassOrder:
-    """Seeded permutation of n items for each pass over the data (cached: pure function of seed, pass)."""
+    """Seeded permutation of n items for each pass over the data (cached: pure function of seed, pass).
+    `make(rng)` builds it (default: a uniform permutation)."""
 
-    def __init__(self, seed: int, n: int, salt: int):
-        self.seed, self.n, self.salt, self._cache = seed, n, salt, {}
+    def __init__(self, seed: int, n: int, salt: int, make=None):
+        self.seed, self.n, self.salt, self.make, self._cache = seed, n, salt, make, {}
 
     def __call__(self, p: int) -> np.ndarray:
         if p not in self._cache:
             if len(self._cache) > 2:
                 self._cache.clear()
-            self._cache[p] = np.random.default_rng([self.seed, self.salt, p]).permutation(self.n)
+            rng = np.random.default_rng([self.seed, self.salt, p])
+            self._cache[p] = rng.permutation(self.n) if self.make is None else self.make(rng)
         return self._cache[p]
 
     def item(self, g: int) -> int:
@@ -122,16 +137,12 @@ class _PassOrder:
         return int(self(p)[k])
 
 
-def make_sample(window: np.ndarray, tmask: np.ndarray | None, pad_to: int | None) -> dict:
+def make_sample(window: np.ndarray, tmask: np.ndarray | None) -> dict:
     """ctx+1 tokens -> input/target/mask tensors; mask of target t = tmask[t+1] (1 when None)."""
-    n = len(window) - 1
-    size = max(pad_to or n, n)
-    x = np.zeros(size, dtype=np.int64)
-    y = np.zeros(size, dtype=np.int64)
-    m = np.zeros(size, dtype=np.float32)
-    x[:n], y[:n] = window[:-1], window[1:]
-    m[:n] = 1.0 if tmask is None else tmask[1:]
-    return {"input_ids": torch.from_numpy(x), "targets": torch.from_numpy(y), "mask": torch.from_numpy(m)}
+    x = torch.from_numpy(np.array(window[:-1], dtype=np.int64))  # copies: the corpus may be a read-only mmap
+    y = torch.from_numpy(np.array(window[1:], dtype=np.int64))
+    m = torch.ones(len(x)) if tmask is None else torch.from_numpy(np.array(tmask[1:], dtype=np.float32))
+    return {"input_ids": x, "targets": y, "mask": m}
 
 
 class RWKVDataset(Dataset):
@@ -157,16 +168,17 @@ class RWKVDataset(Dataset):
             raise IndexError(f"sample {i} out of range 0..{self.length - 1}")
         return self._draw(int(i), self.epoch * self.length + int(i))
 
+    def collate(self, samples: list[dict]) -> dict:
+        """The DataLoader's collate_fn: samples of one length stacked as they are."""
+        return collate(samples, max(len(s["input_ids"]) for s in samples))
+
     def _window(self, start: int, count: int) -> dict:
         end = start + count
         m = None if self.tmask is None else self.tmask[start:end]
-        return make_sample(np.asarray(self.corpus.tokens[start:end]), m, None)
+        return make_sample(np.asarray(self.corpus.tokens[start:end]), m)
 
     def samples_per_pass(self) -> int:
         raise NotImplementedError
-
-    def check_ctx_len(self) -> None:
-        """Raise UserError when ctx_len is needlessly long for this data (pad/only modes)."""
 
     def summary(self) -> str:
         c, per = self.corpus, self.samples_per_pass()
@@ -224,8 +236,22 @@ class DocDataset(RWKVDataset):
         self.longest = int(np.diff(corpus.offsets).max()) if corpus.n_docs else 0
         if not len(self.starts):
             raise UserError(f"no document in {corpus.source} has 2 or more tokens; nothing to train on")
-        self.order = _PassOrder(self.seed, len(self.starts), salt=2)
+        if cfg.group_by_length:
+            self.order = _PassOrder(self.seed, len(self.starts), salt=4,  # partial: picklable for workers
+                                    make=functools.partial(length_groups, self.lengths, cfg.micro_bsz))
+        else:
+            self.order = _PassOrder(self.seed, len(self.starts), salt=2)
         self._notes(n_long, int((~keep).sum()))
+        self.notes.append(self._cap_note())
+
+    def _cap_note(self) -> str:
+        longest = int(self.lengths.max()) - 1
+        if self.cfg.dataload == "only":
+            return f"ctx_len {self.T} is a cap: the longest sample has {longest} tokens; samples are not padded"
+        how = "hold samples of similar length (--group_by_length) and " if self.cfg.group_by_length else ""
+        return (f"ctx_len {self.T} is a cap: the longest document has {self.longest} tokens, the longest "
+                f"sample {longest}; batches {how}are padded to their longest sample, rounded up to a "
+                f"multiple of {SEQ_MULTIPLE}: at most {padded_length(longest, self.T)} positions")
 
     def _notes(self, n_long: int, n_short: int) -> None:
         if n_long and self.cfg.long_docs == "split":
@@ -243,19 +269,19 @@ class DocDataset(RWKVDataset):
     def samples_per_pass(self) -> int:
         return self.order.n
 
-    def check_ctx_len(self) -> None:
-        need = -(-(self.longest - 1) // 16) * 16  # kernels want multiples of 16
-        if self.T > max(need, 16):
-            raise UserError(f"ctx_len {self.T} is longer than every document (the longest has {self.longest} "
-                            f"tokens), so samples are mostly padding; use --ctx_len {max(need, 16)}")
+    def collate(self, samples: list[dict]) -> dict:
+        if self.cfg.dataload == "only":
+            return super().collate(samples)
+        return collate(samples, padded_length(max(len(s["input_ids"]) for s in samples), self.T))
 
     def _draw(self, i, g):
+        if self.cfg.group_by_length:  # whole micro-batches are groups of the pass's stream
+            g = grouped_position(g, self.cfg.micro_bsz, self.world_size)
         u = self.order.item(g)
         start, n = int(self.starts[u]), int(self.lengths[u])
         end = start + n
         m = None if self.tmask is None else self.tmask[start:end]
-        pad_to = None if self.cfg.dataload == "only" else self.T
-        return make_sample(np.asarray(self.corpus.tokens[start:end]), m, pad_to)
+        return make_sample(np.asarray(self.corpus.tokens[start:end]), m)
 
 
 class PackDataset(RWKVDataset):
@@ -306,7 +332,7 @@ class PackDataset(RWKVDataset):
             masks.append(None if m is None else m[within:within + take])
             x, need = x + take, need - take
         mask = None if self.tmask is None else np.concatenate(masks)
-        return make_sample(np.concatenate(toks), mask, None)
+        return make_sample(np.concatenate(toks), mask)
 
 
 def read_data(cfg: DataConfig, rank: int = 0) -> Corpus:

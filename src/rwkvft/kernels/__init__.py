@@ -26,6 +26,10 @@ CPU_OPS = ("chunked", "reference")
 # at a time in generate) run the reference recurrence, which computes exactly the same thing.
 SHORT_T = 4
 GPU_OPS = ("cuda", "fla", "triton")
+# Sequence lengths the GPU WKV kernel takes as they are: our CUDA kernel works in chunks of 16
+# time steps (cuda.CHUNK_LEN; other lengths are padded to it on every call). The data pipeline
+# pads each batch up to a multiple of this (data.collate.padded_length), so the kernel never re-pads.
+SEQ_MULTIPLE = 16
 
 
 def _bad_op(op: str) -> UserError:

@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from . import SEQ_MULTIPLE
 
 HEAD_SIZE = 64
-CHUNK_LEN = 16
+CHUNK_LEN = SEQ_MULTIPLE  # time steps per chunk: CHUNK in wkv7.cu must equal it
 SOURCE = Path(__file__).with_name("cuda") / "wkv7.cu"
 CFLAGS = ["-O3"]
 CUDA_FLAGS = ["-O3", "--use_fast_math", "-Xptxas", "-O3", "--extra-device-vectorization"]

@@ -31,20 +31,23 @@ class RunLog:
 
 
 class StepMetrics(L.Callback):
-    """After every optimizer step: loss, lr, tokens and tokens/s into loss.jsonl and the bar."""
+    """After every optimizer step: loss, lr, tokens and tokens/s into loss.jsonl and the bar.
 
-    def __init__(self, log: RunLog, tokens_per_batch: int, world_size: int, step_offset: int,
-                 epoch_begin: int = 0):
+    Tokens are real tokens: the non-padding positions of every rank's batches (`real_tokens`
+    of the batch; every position when a batch has no such count). `padding` is the fraction of
+    the step's positions that were padding.
+    """
+
+    def __init__(self, log: RunLog, step_offset: int, epoch_begin: int = 0):
         self.runlog = log
         self.epoch_begin = epoch_begin
-        self.tokens_per_batch = tokens_per_batch * world_size
         self.step_offset = step_offset
         self.tokens = 0
         self.epoch_losses: list[float] = []
         self._t_step = None
         self._t_epoch = None
         self._acc_losses: list[float] = []
-        self._acc_tokens = 0
+        self._acc_counts = [0, 0]   # real tokens, positions (this rank, since the last step)
         self._last_step = -1
 
     def on_train_start(self, trainer, pl_module):
@@ -53,24 +56,27 @@ class StepMetrics(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch_losses = []
         self._t_epoch = self._t_step = time.perf_counter()
-        self._epoch_tokens = 0
+        self._epoch_counts = [0, 0]
         self._last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self._acc_losses.append(float(loss.detach()))
-        self._acc_tokens += self.tokens_per_batch
+        positions = batch["input_ids"].numel()
+        self._acc_counts[0] += int(batch["real_tokens"]) if "real_tokens" in batch else positions
+        self._acc_counts[1] += positions
         if trainer.global_step == self._last_step:
             return  # gradient accumulation: no optimizer step on this micro-batch
         self._last_step = trainer.global_step
+        real, positions = _sum_over_ranks(trainer, pl_module, self._acc_counts)
         now = time.perf_counter()
         dt = max(now - self._t_step, 1e-9)
         self._t_step = now
         step_loss = sum(self._acc_losses) / len(self._acc_losses)
-        self.tokens += self._acc_tokens
-        self._epoch_tokens += self._acc_tokens
-        tps = self._acc_tokens / dt
-        self._acc_losses, self._acc_tokens = [], 0
+        self.tokens += real
+        self._epoch_counts = [self._epoch_counts[0] + real, self._epoch_counts[1] + positions]
+        tps = real / dt
+        self._acc_losses, self._acc_counts = [], [0, 0]
         self.epoch_losses.append(step_loss)
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         pl_module.log("lr", lr, prog_bar=True, on_step=True, batch_size=1)
@@ -78,7 +84,7 @@ class StepMetrics(L.Callback):
         self.runlog.record({"step": trainer.global_step + self.step_offset,
                          "epoch": self.epoch_begin + trainer.current_epoch,
                          "loss": step_loss, "lr": lr, "tokens": self.tokens,
-                         "tokens_per_s": round(tps, 1)})
+                         "tokens_per_s": round(tps, 1), "padding": round(1 - real / max(positions, 1), 4)})
 
     # Saved in last.ckpt, so a resumed run's loss.jsonl carries on counting tokens.
     def state_dict(self) -> dict:
@@ -90,8 +96,18 @@ class StepMetrics(L.Callback):
     def epoch_summary(self) -> dict:
         elapsed = time.perf_counter() - (self._t_epoch or time.perf_counter())
         mean = sum(self.epoch_losses) / max(1, len(self.epoch_losses))
-        return {"loss": mean, "tokens": self._epoch_tokens, "seconds": elapsed,
-                "tokens_per_s": self._epoch_tokens / max(elapsed, 1e-9)}
+        real, positions = self._epoch_counts
+        return {"loss": mean, "tokens": real, "seconds": elapsed,
+                "tokens_per_s": real / max(elapsed, 1e-9), "padding": 1 - real / max(positions, 1)}
+
+
+def _sum_over_ranks(trainer, pl_module, counts: list[int]) -> tuple[int, int]:
+    """(real tokens, positions) of all ranks together (one small all-reduce per step)."""
+    if trainer.world_size <= 1:
+        return counts[0], counts[1]
+    total = trainer.strategy.reduce(torch.tensor(counts, dtype=torch.long, device=pl_module.device),
+                                    reduce_op="sum")
+    return int(total[0]), int(total[1])
 
 
 class SaveAdapter(L.Callback):
@@ -121,6 +137,7 @@ class SaveAdapter(L.Callback):
         self.runlog.line(f"epoch {epoch_no}: loss {summary['loss']:.4f} ppl "
                       f"{_ppl(summary['loss']):.2f} lr {trainer.optimizers[0].param_groups[0]['lr']:.3g} "
                       f"tokens {summary['tokens']} tokens/s {summary['tokens_per_s']:.0f} "
+                      f"padding {100 * summary['padding']:.1f}% "
                       f"time {summary['seconds']:.1f}s")
         if done % self.epoch_save == 0 or last:
             self._save(trainer, epoch_no)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.collate import collate
 from ..data.datasets import document_units, make_sample
 from ..data.tokenizer import EOD
 from .loss import masked_lm_loss
@@ -50,7 +51,7 @@ def _stream_windows(tokens: np.ndarray, mask: np.ndarray | None, T: int) -> list
     for start in range(0, max(n - 1, 0), T):
         end = min(start + T + 1, n)
         m = None if mask is None else mask[start:end]
-        out.append(make_sample(np.asarray(tokens[start:end]), m, T))
+        out.append(make_sample(np.asarray(tokens[start:end]), m))
     return out
 
 
@@ -77,13 +78,12 @@ def eval_samples(corpus, tmask, ctx_len: int, dataload: str, long_docs: str = "s
     T = ctx_len
     if dataload in ("pad", "only"):
         starts, lengths, _ = document_units(corpus.offsets, T, long_docs == "split")
-        pad_to = T if dataload == "pad" else None
         out = []
         for s, n in zip(starts.tolist(), lengths.tolist()):
             if n < 2:
                 continue  # no target, as in training
             m = None if tmask is None else tmask[s:s + n]
-            out.append(make_sample(np.asarray(corpus.tokens[s:s + n]), m, pad_to))
+            out.append(make_sample(np.asarray(corpus.tokens[s:s + n]), m))
         return out
     if dataload == "pack":
         tokens, mask = _packed(corpus, tmask)
@@ -92,15 +92,11 @@ def eval_samples(corpus, tmask, ctx_len: int, dataload: str, long_docs: str = "s
 
 
 def _batches(samples: list[dict], batch_size: int):
-    """Consecutive samples of equal length, at most batch_size at a time."""
-    batch = []
-    for s in samples:
-        if batch and (len(batch) == batch_size or len(s["input_ids"]) != len(batch[0]["input_ids"])):
-            yield batch
-            batch = []
-        batch.append(s)
-    if batch:
-        yield batch
+    """batch_size consecutive samples at a time, padded to the longest of them (padding is
+    masked out and sits after the real tokens of a causal model: the loss is unchanged)."""
+    for i in range(0, len(samples), batch_size):
+        batch = samples[i:i + batch_size]
+        yield collate(batch, max(len(s["input_ids"]) for s in batch))
 
 
 @contextlib.contextmanager
@@ -129,13 +125,11 @@ def evaluate(model, samples: list[dict], batch_size: int = 1, head_chunk: int = 
     with evaluating(model), tqdm(total=len(samples), disable=not progress, desc=desc,
                                  unit="sample", leave=False) as bar:
         for batch in _batches(samples, batch_size):
-            idx = torch.stack([s["input_ids"] for s in batch]).to(device)
-            tgt = torch.stack([s["targets"] for s in batch]).to(device)
-            msk = torch.stack([s["mask"] for s in batch]).to(device)
+            idx, tgt, msk = (batch[k].to(device) for k in ("input_ids", "targets", "mask"))
             with ctx():
                 h, _ = model.forward_features(idx)
                 s, c = masked_lm_loss(model.head, h, tgt, msk, chunk=head_chunk)
             loss_sum += s.double()
             count += c.double()
-            bar.update(len(batch))
+            bar.update(len(idx))
     return loss_sum, count

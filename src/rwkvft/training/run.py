@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 RESUME_KEYS = ("load_model", "peft", "peft_config", "train_parts", "ctx_len", "micro_bsz",
                "epoch_steps", "accumulate_grad_batches", "data_file", "data_type", "dataload",
                "random_seed", "lr_init", "lr_final", "lr_schedule", "warmup_steps", "epoch_begin",
-               "val_split")
+               "val_split", "group_by_length")
 
 
 @dataclass
@@ -224,7 +224,8 @@ def data_config(cfg: TrainConfig, data_file: str = ""):
                       window_sampling=cfg.window_sampling, long_docs=cfg.long_docs,
                       user_role=cfg.user_role, assistant_role=cfg.assistant_role,
                       system_role=cfg.system_role, text_field=cfg.text_field,
-                      max_bad_fraction=cfg.max_bad_fraction, progress=cfg.progress)
+                      max_bad_fraction=cfg.max_bad_fraction, progress=cfg.progress,
+                      group_by_length=cfg.group_by_length)
     dcfg.validate()
     return dcfg
 
@@ -239,7 +240,6 @@ def build_data(plan: Plan, vocab_size: int):
     dcfg = dataclasses.replace(plan.data, vocab_size=vocab_size)
     val_dcfg = dataclasses.replace(data_config(cfg, cfg.val_file), vocab_size=vocab_size)
     dataset, val = build_training_and_validation(cfg, dcfg, val_dcfg, plan.world)
-    dataset.check_ctx_len()
     return dataset, val
 
 
@@ -433,7 +433,7 @@ def build_trainer(plan: Plan, model, trainable, dataset, val_samples, saver: Ada
     data = ResumableData(dataset)  # a resume from a mid-epoch save continues the same order
     module = FineTuneModule(model, trainable, cfg, total, offset, dataset=data)
     saver.module = module
-    metrics = StepMetrics(log, cfg.micro_bsz * cfg.ctx_len, plan.world, offset, cfg.epoch_begin)
+    metrics = StepMetrics(log, offset, cfg.epoch_begin)
     save_cb = SaveAdapter(saver, log, metrics, lambda: plot_losses(plan.proj),
                           epoch_begin=cfg.epoch_begin, epoch_save=cfg.epoch_save, my_exit=cfg.my_exit)
     validator = make_validator(cfg, val_samples, saver, log, plan.rank0)
@@ -469,7 +469,8 @@ def fit(plan: Plan, steps: TrainerParts, saver: AdapterSaver, log: RunLog) -> No
     """Step 6: train (resuming from last.ckpt with --resume)."""
     cfg, trainer = plan.cfg, steps.trainer
     loader = torch.utils.data.DataLoader(steps.data, batch_size=cfg.micro_bsz, shuffle=False,
-                                         num_workers=cfg.num_workers, drop_last=False)
+                                         num_workers=cfg.num_workers, drop_last=False,
+                                         collate_fn=steps.data.dataset.collate)
     ckpt = str(plan.proj / "last.ckpt") if cfg.resume else None
     if ckpt:
         silence_mid_epoch_resume_warning()
