@@ -1,8 +1,8 @@
 """`rwkvft bench`: steady-state training throughput, peak memory and MFU of a fine-tuning setup.
 
 It runs the trainer's own pieces without Lightning: the model from rwkvft.models, `inject`,
-the trainer's frozen-weight cast and --quant, `model.forward_features` + the chunked
-`masked_lm_loss`, and AdamW on the trainable parameters. Warm-up steps (kernel builds, Triton
+the trainer's frozen-weight cast and --quant, the trainer's `training.infctx.lm_loss`
+(`model.forward_features` + the chunked `masked_lm_loss`, or infctx chunks), and AdamW on the trainable parameters. Warm-up steps (kernel builds, Triton
 autotune, allocator growth) are run first and not timed.
 
 MFU = model FLOPs per token x tokens/s / the matmul rate measured in the same process
@@ -12,6 +12,7 @@ Model FLOPs per token (the convention of the GPU issue; every count is numel of 
     4 x matmul params (forward + input gradient; all matrices except the embedding, a gather)
   + 2 x trainable matmul params (their weight gradients)
   + 2 x block matmul params with grad_cp (the recomputed block forward)
+  + 2 x block matmul params with --train_type infctx (each chunk's forward is recomputed)
 Recomputation inside the chunked loss (one more head forward) is not counted; nor is WKV.
 """
 from __future__ import annotations
@@ -50,6 +51,9 @@ class BenchConfig:
     precision: str = ""            # "" = bf16 on GPU, fp32 on CPU
     quant: str = "none"
     grad_cp: int = 0
+    train_type: str = "none"       # none | infctx (chunks of chunk_ctx tokens carrying the state)
+    chunk_ctx: int = 512
+    infctx_bptt: str = "full"
     peft: str = "miss"
     peft_config: str = "{}"
     head_chunk: int = 2048
@@ -71,6 +75,8 @@ def check(cfg: BenchConfig) -> None:
         raise UserError(f"--quant {cfg.quant!r} is not one of none, int8, nf4")
     if cfg.grad_cp not in (0, 1):
         raise UserError(f"--grad_cp must be 0 or 1, got {cfg.grad_cp}")
+    from .config import validate_infctx
+    validate_infctx(cfg)
 
 
 # ----------------------------------------------------------------------------- model
@@ -150,8 +156,9 @@ def _quantized_weights(model) -> dict:
             if isinstance(m, QuantizedBase)}
 
 
-def flops_per_token(counts: dict, grad_cp: bool) -> int:
-    return 4 * counts["total"] + 2 * counts["trainable"] + (2 * counts["blocks"] if grad_cp else 0)
+def flops_per_token(counts: dict, grad_cp: bool, infctx: bool = False) -> int:
+    recomputes = int(grad_cp) + int(infctx)
+    return 4 * counts["total"] + 2 * counts["trainable"] + 2 * counts["blocks"] * recomputes
 
 
 # ----------------------------------------------------------------------------- timing
@@ -202,7 +209,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     from .adapters import inject, parse_peft
     from .adapters.quant import quantize_base
     from .kernels import resolve_op
-    from .training.loss import masked_lm_loss
+    from .training.infctx import chunk_len, lm_loss
     from .training.run import cast_frozen
 
     check(cfg)
@@ -227,8 +234,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     def step():
         inputs, targets, mask = _batch(cfg, mcfg.vocab_size, device, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            h, _ = model.forward_features(inputs)
-            loss_sum, count = masked_lm_loss(model.head, h, targets, mask, chunk=cfg.head_chunk)
+            loss_sum, count = lm_loss(model, inputs, targets, mask, cfg.head_chunk,
+                                      chunk_len(cfg), cfg.infctx_bptt)
             loss = loss_sum / count.clamp(min=1)
         loss.backward()
         opt.step()
@@ -246,7 +253,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     elapsed = time.perf_counter() - t0
     tokens_per_s = cfg.steps * cfg.micro_bsz * cfg.ctx_len / elapsed
     rate, rate_what = matmul_rate(device)
-    fpt = flops_per_token(counts, bool(cfg.grad_cp))
+    fpt = flops_per_token(counts, bool(cfg.grad_cp), chunk_len(cfg) > 0)
     out = asdict(cfg)
     out.update({
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -282,7 +289,8 @@ def format_result(r: dict) -> str:
     return "\n".join([
         f"{r['size'] if not r['model'] else r['model']}: L{r['n_layer']} C{r['n_embd']} on {r['device']}, "
         f"op={r['op']} precision={r['precision']} quant={r['quant']} grad_cp={r['grad_cp']} "
-        f"micro_bsz={r['micro_bsz']} ctx_len={r['ctx_len']} peft={r['peft']} {r['peft_config']}",
+        f"micro_bsz={r['micro_bsz']} ctx_len={r['ctx_len']} peft={r['peft']} {r['peft_config']}"
+        + (f" infctx chunk_ctx={r['chunk_ctx']} bptt={r['infctx_bptt']}" if r["train_type"] == "infctx" else ""),
         f"  {r['tokens_per_s']:,.0f} tokens/s ({r['step_time_s'] * 1e3:.1f} ms/step over {r['steps']} steps "
         f"after {r['warmup']} warm-up)",
         f"  {mem}",

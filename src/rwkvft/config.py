@@ -20,6 +20,8 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_
 SCHEDULES = ("cos_decay", "wsd")
 PEFT_METHODS = ("miss", "lora", "pissa")
 QUANT_MODES = ("none", "int8", "nf4")
+TRAIN_TYPES = ("none", "infctx")   # RWKV-PEFT's --train_type; its "state"/"fullstate" are refused
+INFCTX_BPTT = ("full", "truncated")
 
 
 @dataclass
@@ -74,6 +76,10 @@ class TrainConfig:
     grad_cp: int = 0
     op: str = "auto"               # WKV op: auto|chunked|reference|cuda|fla|triton
     quant: str = "none"            # frozen base weights: none|int8|nf4 (bitsandbytes)
+    # long samples in chunks carrying the RNN state (training/infctx.py)
+    train_type: str = "none"       # none | infctx
+    chunk_ctx: int = 512           # infctx chunk length: < ctx_len, a multiple of 16
+    infctx_bptt: str = "full"      # full (exact gradient) | truncated (state detached per chunk)
     # peft
     peft: str = "miss"
     peft_config: str = "{}"
@@ -144,6 +150,9 @@ HELP = {
     "grad_cp": "1 = activation checkpointing per block (less memory, slower)",
     "op": "WKV operator: auto (GPU: cuda, else fla, else chunked), chunked, reference (CPU); cuda, fla, triton (GPU)",
     "quant": "store the frozen base weights as none, int8 or nf4 (needs the quant extra: bitsandbytes)",
+    "train_type": "none, or infctx: run each sample as chunks of --chunk_ctx tokens carrying the state (memory follows the chunk, not ctx_len)",
+    "chunk_ctx": "infctx chunk length in tokens (< ctx_len, a multiple of 16)",
+    "infctx_bptt": "infctx gradients: full (exact, = unchunked; default) or truncated (state detached between chunks, as RWKV-PEFT)",
     "peft": "method: miss, lora or pissa",
     "peft_config": "method options as JSON, e.g. '{\"r\":64}' or '{\"r\":8,\"lora_alpha\":32}'",
     "train_parts": "extra trainable parts: ln, time, emb, head",
@@ -278,3 +287,18 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"--wsd_decay_frac must be in (0, 1], got {cfg.wsd_decay_frac}")
     if cfg.resume and cfg.overwrite:
         bad("--resume and --overwrite contradict each other; pick one")
+    validate_infctx(cfg)
+
+
+def validate_infctx(cfg) -> None:
+    """--train_type / --chunk_ctx / --infctx_bptt (shared with `rwkvft bench`)."""
+    if cfg.train_type in ("state", "fullstate"):
+        raise UserError(f"--train_type {cfg.train_type} is RWKV-PEFT's old spelling of state "
+                        f"tuning; use --peft state (and --train_type infctx only for chunking)")
+    if cfg.train_type not in TRAIN_TYPES:
+        raise UserError(f"--train_type {cfg.train_type!r} is not one of {', '.join(TRAIN_TYPES)}")
+    if cfg.infctx_bptt not in INFCTX_BPTT:
+        raise UserError(f"--infctx_bptt {cfg.infctx_bptt!r} is not one of {', '.join(INFCTX_BPTT)}")
+    if cfg.train_type == "infctx" and not (0 < cfg.chunk_ctx < cfg.ctx_len and cfg.chunk_ctx % 16 == 0):
+        raise UserError(f"--chunk_ctx {cfg.chunk_ctx} with --ctx_len {cfg.ctx_len}: infctx needs a "
+                        f"chunk length below ctx_len and a multiple of 16 (e.g. 512)")

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 
 from ..errors import UserError
-from .loss import masked_lm_loss
+from .infctx import chunk_len, lm_loss
 from .schedule import lr_at
 
 
@@ -42,9 +42,8 @@ class FineTuneModule(L.LightningModule):
             self.dataset.set_epoch(self.cfg.epoch_begin + self.current_epoch)
 
     def training_step(self, batch, batch_idx):
-        h, _ = self.model.forward_features(batch["input_ids"])
-        loss_sum, count = masked_lm_loss(self.model.head, h, batch["targets"], batch["mask"],
-                                         chunk=self.cfg.head_chunk)
+        loss_sum, count = lm_loss(self.model, batch["input_ids"], batch["targets"], batch["mask"],
+                                  self.cfg.head_chunk, chunk_len(self.cfg), self.cfg.infctx_bptt)
         loss = loss_sum / count.clamp(min=1)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(self.global_step, self.cfg.epoch_begin + self.current_epoch,
