@@ -146,6 +146,28 @@ def test_full_bptt_with_grad_cp_reference_op_and_quant(variant):
     _assert_same(chunked, whole, TOL[torch.float32])
 
 
+# the GPU ops take an initial state and return its gradient: the same check on each (fp32; the
+# bounds are the ops' own fp32 error against the sequential reference, tests/test_gpu.py)
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+@pytest.mark.parametrize("op,tol", [("cuda", 5e-3), ("fla", 1e-2)])
+def test_full_bptt_equals_one_pass_on_gpu_ops(op, tol):
+    from rwkvft.kernels import op_available
+    ok, why = op_available(op, "x070")
+    if not ok:
+        pytest.skip(why)
+    case, T, C = CASES[0], 80, 32            # chunks of 32, 32 and 16 tokens
+    batch = [t.cuda() for t in _batch(T, torch.float32)]
+
+    def on_gpu():
+        model, names = _model(case, op=op)
+        return model.cuda(), names
+
+    whole = _loss_and_grads(*on_gpu(), _one_pass(*batch))
+    chunked = _loss_and_grads(*on_gpu(), _chunked(*batch, C, "full"))
+    _assert_same(chunked, whole, tol)
+
+
 # ----------------------------------------------------------------------------- truncated BPTT
 def _hand_truncated(inputs, targets, mask, C):
     """The definition, written out: one chunk after another, the state detached in between."""

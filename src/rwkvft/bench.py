@@ -2,8 +2,9 @@
 
 It runs the trainer's own pieces without Lightning: the model from rwkvft.models, `inject`,
 the trainer's frozen-weight cast and --quant, the trainer's `training.infctx.lm_loss`
-(`model.forward_features` + the chunked `masked_lm_loss`, or infctx chunks), and AdamW on the trainable parameters. Warm-up steps (kernel builds, Triton
-autotune, allocator growth) are run first and not timed.
+(`model.forward_features` + the chunked `masked_lm_loss`, or infctx chunks), and AdamW on the
+trainable parameters. Warm-up steps (kernel builds, Triton autotune, allocator growth) are run
+first and not timed.
 
 MFU = model FLOPs per token x tokens/s / the matmul rate measured in the same process
 (GPU: a bf16 8192^3 matmul; CPU: an fp32 matmul of a size that runs quickly), so it says how

@@ -292,9 +292,9 @@ def validate(cfg: TrainConfig) -> None:
 
 def validate_infctx(cfg) -> None:
     """--train_type / --chunk_ctx / --infctx_bptt (shared with `rwkvft bench`)."""
-    if cfg.train_type in ("state", "fullstate"):
-        raise UserError(f"--train_type {cfg.train_type} is RWKV-PEFT's old spelling of state "
-                        f"tuning; use --peft state (and --train_type infctx only for chunking)")
+    if cfg.train_type in ("state", "fullstate"):   # RWKV-PEFT's older state-tuning switches
+        raise UserError(f"--train_type {cfg.train_type} is RWKV-PEFT's older state-tuning switch; "
+                        f"use --peft state here (--train_type takes none or infctx)")
     if cfg.train_type not in TRAIN_TYPES:
         raise UserError(f"--train_type {cfg.train_type!r} is not one of {', '.join(TRAIN_TYPES)}")
     if cfg.infctx_bptt not in INFCTX_BPTT:
