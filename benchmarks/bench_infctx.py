@@ -58,13 +58,15 @@ def main() -> int:
     ap.add_argument("--configs", default="plain-cp,infctx,infctx-cp",
                     help=f"comma list of {', '.join(CONFIGS)}")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    ap.add_argument("--floor", type=int, default=1, help="0 = skip the 16-token set-up row")
     args = ap.parse_args()
     ctxs = [int(c) for c in args.ctx.split(",")]
     names = args.configs.split(",")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}; size {args.size}, chunk_ctx {args.chunk_ctx}, one step each")
-    floor = run_one(args.size, 16, [], args.chunk_ctx, args.device)
-    print(f"floor (16-token step: set-up, weights, optimizer): {peak(floor):.2f} GiB", flush=True)
+    if args.floor:
+        floor = run_one(args.size, 16, [], args.chunk_ctx, args.device)
+        print(f"floor (16-token step: set-up, weights, optimizer): {peak(floor):.2f} GiB", flush=True)
     print("| config | ctx_len | peak GiB | x its 1k figure | step s | wall s |")
     print("|---|---|---|---|---|---|", flush=True)
     for name in names:

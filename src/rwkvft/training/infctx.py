@@ -58,7 +58,9 @@ def detach_state(state):
 def _chunk(model, head_chunk, idx, targets, mask, state):
     h, new_state = model.forward_features(idx, state)
     loss_sum, _ = masked_lm_loss(model.head, h, targets, mask, chunk=head_chunk)
-    return loss_sum, new_state
+    # the token shifts are views x[:, -1] of whole (B, T, C) activations: kept as they are, the
+    # carried states would hold every chunk's activations alive (memory growing with T again)
+    return loss_sum, [tuple(t.clone() for t in layer) for layer in new_state]
 
 
 def infctx_loss(model, input_ids, targets, mask, chunk_ctx: int, bptt: str = "full",
