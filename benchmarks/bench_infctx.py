@@ -1,7 +1,7 @@
 """Peak memory of one training step with and without infctx, as ctx_len grows.
 
-Usage: python benchmarks/bench_infctx.py [--size 0.1b] [--ctx 1024,4096,16384] [--chunk_ctx 512]
-       [--configs plain-cp,infctx] [--device cpu|gpu]
+Usage: python benchmarks/bench_infctx.py [--size 0.1b] [--vocab_size 65536] [--ctx 1024,4096,16384]
+       [--chunk_ctx 512] [--configs plain-cp,infctx,infctx-cp] [--device cpu|gpu] [--floor 0]
 
 Every (config, ctx_len) runs `rwkvft bench --steps 1 --warmup 0 --json` in a fresh process, so each
 peak is its own: on CPU the process's peak RSS (model set-up included; the `floor` row is a 16-token
@@ -32,8 +32,9 @@ CONFIGS = {
 }
 
 
-def run_one(size: str, ctx: int, extra: list[str], chunk: int, device: str) -> dict:
+def run_one(size: str, ctx: int, extra: list[str], chunk: int, device: str, vocab: int) -> dict:
     argv = [sys.executable, "-m", "rwkvft", "bench", "--size", size, "--ctx_len", str(ctx),
+            "--vocab_size", str(vocab),
             "--steps", "1", "--warmup", "0", "--accelerator", device, "--json", *extra]
     if "infctx" in extra:
         argv += ["--chunk_ctx", str(chunk)]
@@ -53,6 +54,7 @@ def peak(r: dict) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="0.1b")
+    ap.add_argument("--vocab_size", type=int, default=65536)
     ap.add_argument("--ctx", default="1024,4096,16384")
     ap.add_argument("--chunk_ctx", type=int, default=512)
     ap.add_argument("--configs", default="plain-cp,infctx,infctx-cp",
@@ -63,16 +65,17 @@ def main() -> int:
     ctxs = [int(c) for c in args.ctx.split(",")]
     names = args.configs.split(",")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}; size {args.size}, chunk_ctx {args.chunk_ctx}, one step each")
+          f"torch {torch.__version__}; size {args.size}, vocab {args.vocab_size}, "
+          f"chunk_ctx {args.chunk_ctx}, one step each")
     if args.floor:
-        floor = run_one(args.size, 16, [], args.chunk_ctx, args.device)
+        floor = run_one(args.size, 16, [], args.chunk_ctx, args.device, args.vocab_size)
         print(f"floor (16-token step: set-up, weights, optimizer): {peak(floor):.2f} GiB", flush=True)
-    print("| config | ctx_len | peak GiB | x its 1k figure | step s | wall s |")
+    print("| config | ctx_len | peak GiB | x first ctx_len | step s | wall s |")
     print("|---|---|---|---|---|---|", flush=True)
     for name in names:
         first = None
         for ctx in ctxs:
-            r = run_one(args.size, ctx, CONFIGS[name], args.chunk_ctx, args.device)
+            r = run_one(args.size, ctx, CONFIGS[name], args.chunk_ctx, args.device, args.vocab_size)
             if "error" in r:
                 print(f"| {name} | {ctx} | failed: {r['error']} | | | {r['wall_s']:.0f} |", flush=True)
                 continue
