@@ -217,6 +217,19 @@ def test_chunks_are_cut_in_order_and_the_last_is_the_remainder():
     assert states[0] is None and all(s is not None for s in states[1:])
 
 
+def test_carried_states_hold_no_chunk_activations():
+    """The token shifts are x[:, -1] views of (B, T, C) activations; carried as views they would
+    keep every chunk's activations alive and memory would grow with the sample again."""
+    from rwkvft.training.infctx import _chunk
+    model, _ = _model(CASES[0])
+    inputs, targets, mask = _batch(32, torch.float32)
+    _, state = _chunk(model, 16, inputs, targets, mask, None)
+    assert len(state) == 2
+    for layer in state:
+        for t in layer:
+            assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
 def test_short_sample_is_one_pass():
     model, _ = _model(CASES[0])
     inputs, targets, mask = _batch(16, torch.float32)
