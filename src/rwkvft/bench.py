@@ -2,8 +2,8 @@
 
 It runs the trainer's own recipe steps without Lightning: the model from rwkvft.models,
 `training.run.prepare_model` (inject, frozen-weight cast, --quant), the step's loss
-`training.loss.batch_loss`, and AdamW on the trainable parameters. Warm-up steps (kernel builds, Triton
-autotune, allocator growth) are run first and not timed.
+`training.loss.batch_loss` (one pass, or infctx chunks), and AdamW on the trainable parameters.
+Warm-up steps (kernel builds, Triton autotune, allocator growth) are run first and not timed.
 
 MFU = model FLOPs per token x tokens/s / the matmul rate measured in the same process
 (GPU: a bf16 8192^3 matmul; CPU: an fp32 matmul of a size that runs quickly), so it says how
@@ -12,6 +12,7 @@ Model FLOPs per token (the convention of the GPU issue; every count is numel of 
     4 x matmul params (forward + input gradient; all matrices except the embedding, a gather)
   + 2 x trainable matmul params (their weight gradients)
   + 2 x block matmul params with grad_cp (the recomputed block forward)
+  + 2 x block matmul params with --train_type infctx (each chunk's forward is recomputed)
 Recomputation inside the chunked loss (one more head forward) is not counted; nor is WKV.
 """
 from __future__ import annotations
@@ -51,6 +52,9 @@ class BenchConfig:
     precision: str = ""            # "" = bf16 on GPU, fp32 on CPU
     quant: str = "none"
     grad_cp: int = 0
+    train_type: str = "none"       # none | infctx (chunks of chunk_ctx tokens carrying the state)
+    chunk_ctx: int = 512
+    infctx_bptt: str = "full"
     peft: str = "miss"
     peft_config: str = "{}"
     head_chunk: int = 2048
@@ -77,6 +81,8 @@ def check(cfg: BenchConfig) -> None:
     from .data.lengths import BATCHINGS
     if cfg.batching not in BATCHINGS:
         raise UserError(f"--batching {cfg.batching!r} is not one of {', '.join(BATCHINGS)}")
+    from .config import validate_infctx
+    validate_infctx(cfg)
 
 
 # ----------------------------------------------------------------------------- model
@@ -156,8 +162,9 @@ def _quantized_weights(model) -> dict:
             if isinstance(m, QuantizedBase)}
 
 
-def flops_per_token(counts: dict, grad_cp: bool) -> int:
-    return 4 * counts["total"] + 2 * counts["trainable"] + (2 * counts["blocks"] if grad_cp else 0)
+def flops_per_token(counts: dict, grad_cp: bool, infctx: bool = False) -> int:
+    recomputes = int(grad_cp) + int(infctx)
+    return 4 * counts["total"] + 2 * counts["trainable"] + 2 * counts["blocks"] * recomputes
 
 
 # ----------------------------------------------------------------------------- timing
@@ -220,6 +227,7 @@ def _batch(lengths, T: int, vocab: int, device, gen):
 def run_bench(cfg: BenchConfig) -> dict:
     """Set up as `rwkvft train` would, time `steps` optimizer steps after `warmup`; one dict."""
     from .kernels import resolve_op
+    from .training.infctx import chunk_len
     from .training.loss import batch_loss
     from .training.run import check_op_name, prepare_model
 
@@ -247,7 +255,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     def step(k):
         inputs, targets, mask = _batch(*plan[k % len(plan)], mcfg.vocab_size, device, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = batch_loss(model, inputs, targets, mask, chunk=cfg.head_chunk)
+            loss = batch_loss(model, inputs, targets, mask, chunk=cfg.head_chunk,
+                              chunk_ctx=chunk_len(cfg), bptt=cfg.infctx_bptt)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -267,7 +276,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     positions = sum(len(lens) * T for lens, T in timed)
     tokens_per_s = real / elapsed
     rate, rate_what = matmul_rate(device)
-    fpt = flops_per_token(counts, bool(cfg.grad_cp))
+    fpt = flops_per_token(counts, bool(cfg.grad_cp), chunk_len(cfg) > 0)
     out = asdict(cfg)
     out.update({
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -304,7 +313,8 @@ def format_result(r: dict) -> str:
     return "\n".join([
         f"{r['size'] if not r['model'] else r['model']}: L{r['n_layer']} C{r['n_embd']} on {r['device']}, "
         f"op={r['op']} precision={r['precision']} quant={r['quant']} grad_cp={r['grad_cp']} "
-        f"micro_bsz={r['micro_bsz']} ctx_len={r['ctx_len']} peft={r['peft']} {r['peft_config']}",
+        f"micro_bsz={r['micro_bsz']} ctx_len={r['ctx_len']} peft={r['peft']} {r['peft_config']}"
+        + (f" infctx chunk_ctx={r['chunk_ctx']} bptt={r['infctx_bptt']}" if r["train_type"] == "infctx" else ""),
         f"  {r['tokens_per_s']:,.0f} tokens/s ({r['step_time_s'] * 1e3:.1f} ms/step over {r['steps']} steps "
         f"after {r['warmup']} warm-up)" + (f"; real tokens, with --lengths {r['lengths']} --batching "
                                            f"{r['batching']}: padding {100 * r['padding_fraction']:.1f}%, "

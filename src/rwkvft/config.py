@@ -22,6 +22,8 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_
               "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 SCHEDULES = ("cos_decay", "wsd")
 QUANT_MODES = ("none", "int8", "nf4")
+TRAIN_TYPES = ("none", "infctx")   # RWKV-PEFT's --train_type; its "state"/"fullstate" are refused
+INFCTX_BPTT = ("full", "truncated")
 
 
 @dataclass
@@ -78,6 +80,10 @@ class TrainConfig:
     grad_cp: int = 0
     op: str = "auto"               # WKV op: auto|chunked|reference|cuda|fla|triton
     quant: str = "none"            # frozen base weights: none|int8|nf4 (bitsandbytes)
+    # long samples in chunks carrying the RNN state (training/infctx.py)
+    train_type: str = "none"       # none | infctx
+    chunk_ctx: int = 512           # infctx chunk length: < ctx_len, a multiple of 16
+    infctx_bptt: str = "full"      # full (exact gradient) | truncated (state detached per chunk)
     # peft
     peft: str = "miss"
     peft_config: str = "{}"
@@ -198,6 +204,7 @@ RANGES: dict[str, Range] = {
     "random_seed": Range(0, 2**32 - 1),
     "num_workers": Range(0, hint="0 = load data in the training process"),
     "head_chunk": Range(1),
+    "chunk_ctx": Range(1, hint="infctx chunk length, e.g. 512"),
     "val_split": Range(0, 1, hi_open=True, hint="a fraction of the documents, e.g. 0.05"),
     "val_every": Range(0, hint="0 = validate at epoch ends only"),
     "sample_tokens": Range(1, 4096),
@@ -268,6 +275,9 @@ HELP = {
     "peft": "method: " + ", ".join(peft_registry.names()) + " (none = full fine-tuning)",
     "peft_config": "method options as JSON, e.g. '{\"r\":64}' or '{\"r\":8,\"lora_alpha\":32}'; "
                    "'{\"layers\":\"12-23\"}' (or [0,1,2]) adapts only those layers",
+    "train_type": "none, or infctx: run each sample as chunks of --chunk_ctx tokens carrying the state (memory follows the chunk, not ctx_len)",
+    "chunk_ctx": "infctx chunk length in tokens (< ctx_len, a multiple of 16)",
+    "infctx_bptt": "infctx gradients: full (exact, = unchunked; default) or truncated (state detached between chunks, as RWKV-PEFT)",
     "train_parts": "extra trainable parts: ln, time, emb, head",
     "adapter_format": "adapter file format: pth or safetensors",
     "adapter_init": "start the adapter from this one (rwkv-N.pth, RWKV-PEFT file or HF peft folder, "
@@ -419,6 +429,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.resume and cfg.adapter_init:
         bad("--resume continues from last.ckpt, --adapter_init starts a new run from an adapter; pick one")
     _validate_evaluation(cfg, bad)
+    validate_infctx(cfg)
 
 
 def _validate_evaluation(cfg: TrainConfig, bad) -> None:
@@ -429,3 +440,19 @@ def _validate_evaluation(cfg: TrainConfig, bad) -> None:
         bad("--val_every / --save_best need validation data: add --val_file PATH or --val_split 0.05")
     if cfg.keep_last and not cfg.save_every_steps:
         bad("--keep_last prunes step saves: add --save_every_steps N")
+
+
+def validate_infctx(cfg) -> None:
+    """--train_type / --chunk_ctx / --infctx_bptt (shared with `rwkvft bench`)."""
+    if cfg.train_type in ("state", "fullstate"):   # RWKV-PEFT's older state-tuning switches
+        raise UserError(f"--train_type {cfg.train_type} is RWKV-PEFT's older state-tuning switch; "
+                        f"use --peft state here (--train_type takes none or infctx)")
+    if cfg.train_type not in TRAIN_TYPES:
+        raise UserError(f"--train_type {cfg.train_type!r} is not one of {', '.join(TRAIN_TYPES)}")
+    if cfg.infctx_bptt not in INFCTX_BPTT:
+        raise UserError(f"--infctx_bptt {cfg.infctx_bptt!r} is not one of {', '.join(INFCTX_BPTT)}")
+    from .kernels import SEQ_MULTIPLE
+    if cfg.train_type == "infctx" and not (0 < cfg.chunk_ctx < cfg.ctx_len
+                                           and cfg.chunk_ctx % SEQ_MULTIPLE == 0):
+        raise UserError(f"--chunk_ctx {cfg.chunk_ctx} with --ctx_len {cfg.ctx_len}: infctx needs a "
+                        f"chunk length below ctx_len and a multiple of 16 (e.g. 512)")

@@ -19,6 +19,9 @@ def add_arguments(parser) -> None:
         "quant": "frozen base weights: none, int8 or nf4 (bitsandbytes)",
         "grad_cp": "1 = activation checkpointing per block",
         "peft": ", ".join(registry.names()), "peft_config": "method options as JSON, e.g. '{\"r\":64}'",
+        "train_type": "none, or infctx: each sample in chunks of --chunk_ctx tokens carrying the state",
+        "chunk_ctx": "infctx chunk length (< ctx_len, a multiple of 16)",
+        "infctx_bptt": "infctx gradients: full (exact) or truncated (state detached per chunk)",
         "head_chunk": "tokens per head + cross-entropy chunk", "lr": "AdamW learning rate",
         "seed": "seed for weights and data",
         "lengths": "padded-batch workload: lognormal:median=M,max=X[,sigma=S] (chat-like sample lengths) or "

@@ -41,9 +41,10 @@ def masked_lm_loss(head, h: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
 
 
 def batch_loss(model, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-               chunk: int = 2048) -> torch.Tensor:
-    """The training step's loss: the model's features, then masked_lm_loss's mean. The
+               chunk: int = 2048, chunk_ctx: int = 0, bptt: str = "full") -> torch.Tensor:
+    """The training step's loss: the token-weighted mean of masked_lm_loss over the batch, in
+    one pass or (chunk_ctx > 0, --train_type infctx) in chunks carrying the state. The
     Lightning module and `rwkvft bench` both compute their step through this function."""
-    h, _ = model.forward_features(inputs)
-    loss_sum, count = masked_lm_loss(model.head, h, targets, mask, chunk=chunk)
+    from .infctx import lm_loss  # infctx builds on masked_lm_loss above: imported when used
+    loss_sum, count = lm_loss(model, inputs, targets, mask, chunk, chunk_ctx, bptt)
     return loss_sum / count.clamp(min=1)

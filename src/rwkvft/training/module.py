@@ -7,6 +7,7 @@ import lightning as L
 import torch
 
 from ..errors import UserError
+from .infctx import chunk_len
 from .loss import batch_loss
 from .schedule import lr_at
 
@@ -44,7 +45,8 @@ class FineTuneModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = batch_loss(self.model, batch["input_ids"], batch["targets"], batch["mask"],
-                          chunk=self.cfg.head_chunk)
+                          chunk=self.cfg.head_chunk, chunk_ctx=chunk_len(self.cfg),
+                          bptt=self.cfg.infctx_bptt)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(self.global_step, self.cfg.epoch_begin + self.current_epoch,
                                 float(loss.detach()))
