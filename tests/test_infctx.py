@@ -277,7 +277,7 @@ def test_train_infctx_trains_saves_and_resumes_exactly(small_model, tokens_npy, 
 @pytest.mark.parametrize("over,msg", [
     ({"chunk_ctx": 40}, "multiple of 16"),
     ({"chunk_ctx": 256}, "below ctx_len"),
-    ({"chunk_ctx": 0}, "below ctx_len"),
+    ({"chunk_ctx": 0}, "--chunk_ctx must be"),
     ({"train_type": "state"}, "--peft state"),
     ({"train_type": "fullstate"}, "--peft state"),
     ({"train_type": "chunks"}, "not one of none, infctx"),

@@ -104,3 +104,8 @@ def record_segments(record, roles: Roles = Roles(), text_field: str = "text",
             raise RecordError(f"empty {text_field!r}")
         return [(text, True)], False
     raise RecordError(f"no {text_field!r}, 'messages', or prompt/response fields")
+
+
+def render(segments: Segments) -> str:
+    """The text of a record's segments (what its tokens decode to), e.g. a sample prompt."""
+    return "".join(text for text, _ in segments)
