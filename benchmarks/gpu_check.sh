@@ -36,7 +36,7 @@ EOF
 
 # (c) GPU tests (compiles the CUDA kernel into ~/.cache/rwkvft on first use; fla autotunes)
 set -o pipefail
-timeout 300 $PY -m pytest -m gpu -q -rs tests/test_gpu.py 2>&1 | tee "$OUT/pytest.log" | tail -25
+timeout 300 $PY -m pytest -m gpu -q -rs tests 2>&1 | tee "$OUT/pytest.log" | tail -25
 
 # (d) the table: MiSS r=64, ctx 1024; each run a separate process, bounded in time
 bench() {

@@ -1,6 +1,6 @@
 """The shared method-case table: one row per PEFT method configuration.
 
-tests/test_methods.py runs every row through injection, identity at init, HF peft parity
+tests/adapters/test_methods.py runs every row through injection, identity at init, HF peft parity
 (where HF peft has the method), merge and unmerge, and layer selection. A new method adds a
 row here (see docs/internals.md, "Adding a PEFT method").
 

@@ -16,7 +16,7 @@ import torch
 
 from rwkvft.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------- fixtures ----------

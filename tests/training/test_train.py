@@ -14,7 +14,7 @@ import torch
 
 from rwkvft.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FACTS = [
     "User: What colour is the sky on Velmora?\n\nAssistant: The sky on Velmora is green at noon.",
     "User: Who rules Lumeria?\n\nAssistant: Queen Ysolde rules Lumeria from the harbour palace.",

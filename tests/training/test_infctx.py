@@ -147,7 +147,7 @@ def test_full_bptt_with_grad_cp_reference_op_and_quant(variant):
 
 
 # the GPU ops take an initial state and return its gradient: the same check on each (fp32; the
-# bounds are the ops' own fp32 error against the sequential reference, tests/test_gpu.py)
+# bounds are the ops' own fp32 error against the sequential reference, tests/kernels/test_gpu.py)
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 @pytest.mark.parametrize("op,tol", [("cuda", 5e-3), ("fla", 1e-2)])
