@@ -18,7 +18,7 @@ PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_2",
               "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 SCHEDULES = ("cos_decay", "wsd")
-PEFT_METHODS = ("miss", "lora", "pissa")
+PEFT_METHODS = ("miss", "lora", "pissa", "state")
 QUANT_MODES = ("none", "int8", "nf4")
 
 
@@ -127,7 +127,7 @@ HELP = {
     "epoch_begin": "epoch number to start from (file numbering, LR position and data)",
     "epoch_save": "save the adapter every N epochs (and always at the end)",
     "my_exit": "stop after this many epochs (as if interrupted; continue with --resume)",
-    "lr_init": "peak learning rate (2e-5 is a good MiSS default; at most 1e-4)",
+    "lr_init": "peak learning rate (default 2e-5, good for MiSS; at most 1e-4; --peft state: 1e-2)",
     "lr_final": "final learning rate; -1 = same as lr_init (constant)",
     "warmup_steps": "linear warm-up optimizer steps",
     "lr_schedule": "cos_decay (cosine from lr_init to lr_final) or wsd (warmup-stable-decay)",
@@ -144,7 +144,7 @@ HELP = {
     "grad_cp": "1 = activation checkpointing per block (less memory, slower)",
     "op": "WKV operator: auto (GPU: cuda, else fla, else chunked), chunked, reference (CPU); cuda, fla, triton (GPU)",
     "quant": "store the frozen base weights as none, int8 or nf4 (needs the quant extra: bitsandbytes)",
-    "peft": "method: miss, lora or pissa",
+    "peft": "method: miss, lora, pissa or state (trainable initial WKV state per layer)",
     "peft_config": "method options as JSON, e.g. '{\"r\":64}' or '{\"r\":8,\"lora_alpha\":32}'",
     "train_parts": "extra trainable parts: ln, time, emb, head",
     "adapter_format": "adapter file format: pth or safetensors",
@@ -224,6 +224,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
             setattr(cfg, k, _coerce(names[k], v))
     if isinstance(cfg.peft_config, dict):
         cfg.peft_config = json.dumps(cfg.peft_config)
+    if cfg.peft == "state" and "lr_init" not in values:  # a state wants a far larger LR
+        from .adapters.state import DEFAULT_LR
+        cfg.lr_init = DEFAULT_LR
     validate(cfg)
     return cfg
 

@@ -11,6 +11,7 @@ Accepted keys (defaults in brackets):
   lora:  r [8], lora_alpha / alpha [32], lora_dropout / dropout [0.0], target_modules
   pissa: r [8], svd_niter [null = exact SVD when min(out, in) <= 1024, else 4 iterations of
          torch.svd_lowrank], lora_dropout / dropout [0.0], target_modules (no alpha: scale is 1)
+  state: init ["zero", "base"], prompt / prompt_tokens (init "base"); see adapters/state.py
 "bat" follows HF peft (blocks indexed by output-row block); "bat_in" is RWKV-PEFT's variant
 (indexed by input-column block), so adapters from either tool merge with the right maths.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 
-METHODS = ("miss", "lora", "pissa")
+METHODS = ("miss", "lora", "pissa", "state")
 METHOD_ALIASES = {"disha": "miss", "bone": "miss"}  # RWKV-PEFT's older names for MiSS
 MISS_MODES = ("default", "bat", "bat_in", "mini")
 TRAIN_PARTS = ("ln", "time", "emb", "head")
@@ -50,6 +51,8 @@ class AdapterConfig:
     dropout: float = 0.0
     svd_niter: int | None = None    # pissa only
     target_modules: list[str] | None = None   # user override (suffix match)
+    init: str = ""                  # state only: "zero" or "base" (adapters/state.py)
+    prompt_tokens: list[int] | None = None    # state init "base": the prompt's token ids
     # Filled in by inject(): the module suffixes actually wrapped and the unfrozen parts.
     targets: list[str] = field(default_factory=list)
     train_parts: list[str] = field(default_factory=list)
@@ -138,6 +141,9 @@ def parse_peft(method: str, peft_config=None) -> AdapterConfig:
     if m not in METHODS:
         raise UserError(f"unknown --peft method {method!r}; use one of {', '.join(METHODS)}")
     d = _load_json(peft_config)
+    if m == "state":  # wraps no Linear: its own keys (adapters/state.py)
+        from .state import parse_state_config
+        return parse_state_config(d)
     unknown = sorted(set(d) - _KEYS[m])
     if unknown:
         raise UserError(f"--peft_config: unknown key {unknown[0]!r} for {m}; "

@@ -25,7 +25,7 @@ DEFAULT_TARGETS = {"x070": V7_TARGETS, "x060": V6_TARGETS, "x052": V6_TARGETS}
 
 _LN = re.compile(r"(^|\.)(ln0|ln1|ln2|ln_x|ln_out)\.(weight|bias)$")
 _V7_TIME = re.compile(r"(^|\.)(att\.(x_[rwkvag]|w0|a0|v0|k_k|k_a|r_k|[wavg][12])|ffn\.x_k)$")
-_V6_TIME = re.compile(r"(^|\.)time_[A-Za-z0-9_]+$")
+_V6_TIME = re.compile(r"(^|\.)time_(?!state$)[A-Za-z0-9_]+$")  # time_state: --peft state
 # Some x070 files carry layer-0 att.v0/v1/v2, which the model never uses (layer 0 makes
 # v_first). Training them would only give DDP unused parameters and the optimizer dead state.
 _V7_UNUSED = re.compile(r"(^|\.)blocks\.0\.att\.v[012]$")
@@ -96,6 +96,9 @@ def inject(model: nn.Module, cfg: AdapterConfig, train_parts=None) -> list[str]:
     `cfg.targets` and `cfg.train_parts` are filled in (in place) with what was resolved, and
     `cfg` is kept as `model.adapter_config`, for save_adapter.
     """
+    if cfg.method == "state":  # wraps no Linear (adapters/state.py)
+        from .state import inject_state
+        return inject_state(model, cfg, train_parts)
     parts = _check_parts(train_parts)
     if any(isinstance(m, AdaptedLinear) for m in model.modules()):
         raise UserError("this model already has adapters; load a fresh base model before injecting again")
@@ -123,6 +126,8 @@ def inject(model: nn.Module, cfg: AdapterConfig, train_parts=None) -> list[str]:
 def param_kind(name: str) -> str:
     """Which group a trainable name belongs to (for the log)."""
     local = name.rpartition(".")[2]
+    if local == "time_state":
+        return "state"
     if local in ("miss", "lora_A", "lora_B", "lora_A0", "lora_B0"):
         return "miss" if local == "miss" else "lora"
     for part, match in _PART_MATCH.items():

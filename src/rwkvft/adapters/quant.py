@@ -158,6 +158,9 @@ def quantize_base(model: torch.nn.Module, mode: str, device=None) -> dict:
     if mode not in QUANT_MODES:
         raise UserError(f"--quant {mode!r} is not one of none, {', '.join(QUANT_MODES)}")
     bitsandbytes_functional()
+    if getattr(getattr(model, "adapter_config", None), "method", "") == "state":
+        from .state import wrap_frozen_linears   # no adapted layers: wrap the frozen targets
+        wrap_frozen_linears(model)
     layers = [m for m in model.modules() if isinstance(m, AdaptedLinear)]
     if not layers:
         raise UserError("--quant needs adapted layers (inject an adapter first); "

@@ -19,6 +19,7 @@ from ..errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rwkvft.cli.train_cmd", "fine-tune an RWKV model (MiSS, LoRA, PiSSA); accepts the RWKV-PEFT tutorial flags"),
     "merge": ("rwkvft.cli.merge_cmd", "merge an adapter into its base model and write an official .pth / .st"),
+    "export": ("rwkvft.cli.export_cmd", "write what a runtime loads beside a base: RWKV Runner / Ai00 state files"),
     "generate": ("rwkvft.cli.generate_cmd", "generate text from a model (optionally with an adapter)"),
     "inspect": ("rwkvft.cli.inspect_cmd", "show a checkpoint's architecture, sizes and dtype"),
     "init": ("rwkvft.cli.init_cmd", "write a freshly initialised RWKV-7 checkpoint of any size"),

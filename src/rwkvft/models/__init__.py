@@ -31,11 +31,17 @@ def model_from_state_dict(sd, device="cpu", dtype=None):
     import torch
 
     from ..checkpoint import infer_config
+    from .time_state import is_time_state_key, set_time_state
     cfg = infer_config(sd)
+    # a baked initial state (RWKV-PEFT merge_state, our merge of a state adapter) is kept
+    states = {k: t for k, t in sd.items() if is_time_state_key(k)}
+    sd = {k: t for k, t in sd.items() if k not in states}
     _refuse_extra_keys(sd, cfg)
     with torch.device("meta"):  # no throw-away random init: the file's tensors are assigned
         model = build_model(cfg)
     model.load_state_dict(to_module_shapes(sd, cfg), strict=True, assign=True)
+    if states:
+        set_time_state(model, states)
     return model.to(device=device, dtype=torch.float32 if dtype is None else dtype).eval()
 
 

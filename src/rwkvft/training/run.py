@@ -246,6 +246,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         prepare_proj_dir(cfg)
     log = RunLog(proj, enabled=rank0)
     base_sd, mcfg, model = load_base(cfg)
+    if acfg.method == "state" and cfg.merge_output:  # refuse before training, not after
+        from ..checkpoint.state_export import refuse_baked_x070
+        refuse_baked_x070(mcfg.version)
     op = resolve_wkv_op(cfg, acc, mcfg.version)  # the version decides which ops can run it
     model.op, model.grad_cp = op, bool(cfg.grad_cp)
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)
