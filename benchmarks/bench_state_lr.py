@@ -83,6 +83,10 @@ def main():
     print(f"{args.version}: pretrained on A for {args.pretrain_steps} steps in {time.time() - t0:.0f} s: "
           f"first-{HEAD}-token loss A {a0:.3f}, B {b0:.3f} (uniform {math.log(V):.3f}, "
           f"a known chain {math.log(4):.3f})")
+    with torch.no_grad():  # the scale states reach naturally: after a T-token sequence of A / B
+        nat = [max(float(s[1].abs().max()) for s in base.forward_features(x[:, :T])[1])
+               for x in (fixed_a, fixed_b)]
+    print(f"natural state max |entry| after {T} tokens: A {nat[0]:.2f}, B {nat[1]:.2f}")
     print(f"state tuning on B, {args.steps} steps, AdamW, B={B} T={T}, clip 1.0")
     print(f"| lr | loss B, first {HEAD} tokens (base {b0:.3f}) | loss A with state (base {a0:.3f}) "
           f"| max abs state |")
