@@ -150,15 +150,10 @@ def test_merging_an_rwkv7_state_adapter_is_refused(runs, tmp_path, capsys):
     assert not out.exists()
 
 
-def _version_swapped_runner(runs, tmp_path):
-    """An x060 state file for a model of the same shape as the x070 one."""
-    return runs["x060"]["runner"], runs["x060"]["ai00"], runs["x060"]["adapter"]
-
-
 def test_states_for_another_model_are_refused(runs, tmp_path):
     cfg7 = runs["x070"]["model"].config
-    # another version, same shapes: every format records what it was made for
-    for path in _version_swapped_runner(runs, tmp_path):
+    # another version, same shapes (x060 files, x070 model): every format records what it was made for
+    for path in (runs["x060"]["runner"], runs["x060"]["ai00"], runs["x060"]["adapter"]):
         with pytest.raises(UserError, match="RWKV-6"):
             read_state_file(path, cfg7)
     # another layer count / size: a foreign file without our record is still checked by shape

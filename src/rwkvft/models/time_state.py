@@ -51,8 +51,3 @@ def set_time_state(model: nn.Module, states: dict, trainable: bool = False) -> l
         block.att.time_state = nn.Parameter(t, requires_grad=trainable)
     return [time_state_key(i) for i in range(len(model.blocks))]
 
-
-def get_time_state(model: nn.Module) -> dict:
-    """{key: (H,N,N) fp32 CPU copy} of the model's time_state (empty when it has none)."""
-    return {time_state_key(i): b.att.time_state.detach().float().cpu().clone()
-            for i, b in enumerate(model.blocks) if b.att.time_state is not None}
