@@ -262,3 +262,16 @@ def test_generate_refuses_a_state_for_another_model(world, runs, capsys):
     lines = res.err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("rwkvft: error:")
     assert "RWKV-6" in lines[0]
+
+
+def test_rwkv_peft_state_file_merges_like_our_adapter(runs, tmp_path):
+    """An RWKV-PEFT state file (time_state only, no adapter_config.json) is a state adapter."""
+    from rwkvft.checkpoint.merge import merge_adapter_file
+    r = runs["x060"]
+    (tmp_path / "peft").mkdir()
+    foreign = tmp_path / "peft" / "rwkv-0.pth"
+    torch.save({f"model.{k}": v for k, v in torch.load(r["runner"], weights_only=True).items()}, foreign)
+    merged, config, _ = merge_adapter_file(read_state_dict(r["base"]), foreign)
+    assert config["method"] == "state"
+    ours, _, _ = merge_adapter_file(read_state_dict(r["base"]), r["adapter"])
+    assert set(merged) == set(ours) and all(torch.equal(merged[k], ours[k]) for k in ours)
