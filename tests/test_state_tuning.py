@@ -251,3 +251,12 @@ def test_state_tuning_on_an_int8_base():
         losses.append(float(loss))
     assert losses[-1] < losses[0]
     assert sorted(n for n, p in model.named_parameters() if p.requires_grad) == names
+
+
+def test_merge_output_of_an_rwkv7_state_run_is_refused_before_training(small_model, tokens_npy,
+                                                                        tmp_path, capsys):
+    proj = tmp_path / "run"
+    rc = main(_flags(small_model, proj, tokens_npy, merge_output=tmp_path / "merged.pth"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "runner-state" in err[-1]
+    assert not (proj / "loss.jsonl").exists() and not (tmp_path / "merged.pth").exists()

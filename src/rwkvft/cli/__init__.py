@@ -17,7 +17,7 @@ from ..errors import UserError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("rwkvft.cli.train_cmd", "fine-tune an RWKV model (MiSS, LoRA, PiSSA); accepts the RWKV-PEFT tutorial flags"),
+    "train": ("rwkvft.cli.train_cmd", "fine-tune an RWKV model (MiSS, LoRA, PiSSA, state); accepts the RWKV-PEFT tutorial flags"),
     "merge": ("rwkvft.cli.merge_cmd", "merge an adapter into its base model and write an official .pth / .st"),
     "export": ("rwkvft.cli.export_cmd", "write what a runtime loads beside a base: RWKV Runner / Ai00 state files"),
     "generate": ("rwkvft.cli.generate_cmd", "generate text from a model (optionally with an adapter)"),

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         from ..checkpoint.state_export import refuse_baked_x070
         refuse_baked_x070(infer_config(merged).version)
     dtype_name = _write(merged, out, fmt, args.dtype)
-    n = sum(1 for k in adapter_sd if k.rpartition(".")[2] in ("miss", "lora_A"))
+    n = sum(1 for k in adapter_sd if k.rpartition(".")[2] in ("miss", "lora_A", "time_state"))
     mode = f" {config['mode']}" if config.get("method") == "miss" else ""
     print(f"merged {config.get('method')}{mode} adapter ({n} layers, {len(adapter_sd)} tensors) "
           f"into {out} ({fmt}, {dtype_name})")
