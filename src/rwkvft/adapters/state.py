@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models.time_state import set_time_state, time_state_key
 from .base import AdaptedLinear
 from .config import AdapterConfig
 from .method import DEFAULT_TARGETS, PeftMethod, _matches, _set_child
@@ -59,6 +58,9 @@ def _prompt_tokens(d: dict) -> list[int] | None:
 
 def initial_states(model: nn.Module, cfg) -> dict:
     """{blocks.i.att.time_state: (H,N,N)}: zeros, or the WKV state after cfg.prompt_tokens."""
+    # models.time_state is imported here: checkpoint.merge imports the registry, and
+    # `import rwkvft.checkpoint` must load only the model schema (tests/test_layering.py)
+    from ..models.time_state import time_state_key
     c = model.config
     if cfg.init == "zero":
         return {time_state_key(i): torch.zeros(c.n_head, c.head_size, c.head_size)
@@ -75,6 +77,7 @@ def initial_states(model: nn.Module, cfg) -> dict:
 
 def inject_state(model: nn.Module, cfg: AdapterConfig) -> list[str]:
     """The method's inject (adapters.inject freezes the rest): add the time_state parameters."""
+    from ..models.time_state import set_time_state
     if any(b.att.time_state is not None for b in model.blocks):
         raise UserError("this model already has a state; load a fresh base model before injecting again")
     cfg.targets = []
