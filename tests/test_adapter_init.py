@@ -47,7 +47,7 @@ def first_batch_loss(model_path, argv) -> float:
     p = argparse.ArgumentParser()
     add_train_arguments(p)
     cfg = resolve_config(p.parse_args(argv[1:]))
-    ds = build_data(plan_run(cfg), 65536)
+    ds, _ = build_data(plan_run(cfg), 65536)  # (training set, validation samples)
     ds.set_epoch(0)
     batch = torch.utils.data.default_collate([ds[i] for i in range(cfg.micro_bsz)])
     model = load_model(model_path, dtype=torch.float32).eval()
