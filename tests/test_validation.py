@@ -280,7 +280,7 @@ def _err(capsys, argv) -> str:
 
 
 @pytest.mark.parametrize("over, message", [
-    ({"val_split": 1.0}, "--val_split must be a fraction"),
+    ({"val_split": 1.0}, "--val_split must be in [0, 1)"),
     ({"val_every": 5}, "need validation data"),
     ({"save_best": 1}, "need validation data"),
     ({"keep_last": 2}, "--keep_last prunes step saves"),
