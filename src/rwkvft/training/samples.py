@@ -19,16 +19,21 @@ from ..utils import atomic_path, require_file
 SAMPLES_FILE = "samples.md"
 
 
+def _render(segments) -> str:
+    """The text of (text, trained) segments (formats.render was removed as dead code in h11)."""
+    return "".join(text for text, _ in segments)
+
+
 def _record_prompt(record, roles, n: int, path: Path) -> str:
-    from ..data.formats import RecordError, record_segments, render
+    from ..data.formats import RecordError, record_segments
     try:
         segs, has_roles = record_segments(record, roles)
     except RecordError as e:
         raise UserError(f"--sample_prompts {path} line {n}: {e}") from None
     if not has_roles:
-        return render(segs)
+        return _render(segs)
     last = max(i for i, (_, trained) in enumerate(segs) if trained)
-    return render(segs[:last])
+    return _render(segs[:last])
 
 
 def read_prompts(path, roles=None) -> list[str]:
