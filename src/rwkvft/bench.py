@@ -35,7 +35,7 @@ SIZES = {"tiny": (2, 128), "0.1b": (12, 768), "0.4b": (24, 1024), "1.5b": (24, 2
          "2.9b": (32, 2560), "7b": (32, 4096)}
 PRECISIONS = ("fp32", "tf32", "bf16")
 # parameters never used as a matrix in a matmul (gathers and elementwise per-head vectors)
-_NOT_MATMUL = ("emb.weight", ".r_k", ".time_faaaa", ".time_first")
+_NOT_MATMUL = ("emb.weight", ".r_k", ".time_faaaa", ".time_first", ".time_state")
 
 
 @dataclass

@@ -254,7 +254,7 @@ HELP = {
     "epoch_begin": "epoch number to start from (file numbering, LR position and data)",
     "epoch_save": "save the adapter every N epochs (and always at the end)",
     "my_exit": "stop after this many epochs (as if interrupted; continue with --resume)",
-    "lr_init": "peak learning rate (2e-5 is a good MiSS default; at most 1e-4)",
+    "lr_init": "peak learning rate (default 2e-5, good for MiSS; at most 1e-4; --peft state: 1e-2)",
     "lr_final": "final learning rate; -1 = same as lr_init (constant)",
     "warmup_steps": "linear warm-up optimizer steps",
     "lr_schedule": "cos_decay (cosine from lr_init to lr_final) or wsd (warmup-stable-decay)",
@@ -371,6 +371,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for k, v in values.items():
         if k in names:
             setattr(cfg, k, _coerce(names[k], v))
+    if "lr_init" not in values and cfg.peft in peft_registry.names():
+        # a method may want another LR (a state wants a far larger one: adapters/state.py)
+        cfg.lr_init = peft_registry.get(cfg.peft).default_lr or cfg.lr_init
     validate(cfg)
     for k in sorted(set(values) & set(IGNORED_FLAGS)):
         print(f"rwkvft: note: --{k} is accepted for RWKV-PEFT scripts but ignored: {IGNORED_FLAGS[k]}")

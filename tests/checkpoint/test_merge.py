@@ -84,7 +84,10 @@ def test_merge_rejects_adapters_that_do_not_fit():
     with pytest.raises(UserError, match=r"adapter tensor blocks.5.att.key.miss needs a Linear weight "
                                         r"blocks.5.att.key.weight, which the base model does not have"):
         merge_state_dict(base_sd, dict(asd, **{"blocks.5.att.key.miss": torch.zeros(8, 64)}), config)
-    with pytest.raises(UserError, match=r"adapter tensor blocks.0.att.time_state is not in the base model"):
+    with pytest.raises(UserError, match=r"adapter tensor blocks.0.att.time_extra is not in the base model"):
+        merge_state_dict(base_sd, dict(asd, **{"blocks.0.att.time_extra": torch.zeros(4, 16, 16)}), config)
+    # time_state is the state method's tensor (h12), so in a MiSS file it is a method mix-up
+    with pytest.raises(UserError, match=r"adapter tensor blocks.0.att.time_state does not belong to a miss adapter"):
         merge_state_dict(base_sd, dict(asd, **{"blocks.0.att.time_state": torch.zeros(4, 16, 16)}), config)
     with pytest.raises(UserError, match=r"adapter tensor blocks.0.ln1.weight has shape \(32,\) but the base has \(64,\)"):
         merge_state_dict(base_sd, dict(asd, **{"blocks.0.ln1.weight": torch.zeros(32)}), config)

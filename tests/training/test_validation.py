@@ -332,7 +332,7 @@ def test_eval_bad_input(capsys, small_model, docs_npy, tmp_path):
     base = ["eval", "--model", str(small_model), "--data_file", str(docs_npy)]
     assert "--compare needs --adapter" in _err(capsys, base + ["--compare"])
     assert "add --compare" in _err(capsys, base + ["--base", str(small_model)])
-    assert "not available" in _err(capsys, base + ["--state", str(tmp_path / "s.pth")])
+    assert "not found" in _err(capsys, base + ["--state", str(tmp_path / "s.pth")])
     assert "not found" in _err(capsys, ["eval", "--model", str(small_model),
                                         "--data_file", str(tmp_path / "none.npy")])
 

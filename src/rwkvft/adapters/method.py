@@ -17,7 +17,8 @@ and, for methods whose tensors fold into a Linear weight (every adapter so far):
   apply_delta(w, parts, config, sign) -> W'     THE maths: merged (sign +1) / unmerged (-1)
                                                 fp32 weight; the layer's merged_weight() and
                                                 checkpoint.merge both call it
-Flags: `full_model` (the saved file is a whole official model: `--peft none`).
+Flags: `full_model` (the saved file is a whole official model: `--peft none`); `default_lr`
+(the method's --lr_init when none is given: a state wants 1e-2).
 
 `LinearMethod` implements `inject` for methods that wrap target Linears with an AdaptedLinear
 subclass built by `make_layer(linear, name, cfg)`, with the shared keys r / target_modules /
@@ -53,6 +54,7 @@ class PeftMethod:
     apply_delta: Callable[..., Any] | None = None
     full_model: bool = False
     summary: str = ""              # one line for --help and the README table
+    default_lr: float | None = None  # --lr_init when not given (None: TrainConfig's default)
 
 
 # ---------------------------------------------------------------- Linear-wrapping methods

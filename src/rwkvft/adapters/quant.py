@@ -158,6 +158,10 @@ def quantize_base(model: torch.nn.Module, mode: str, device=None) -> dict:
     if mode not in QUANT_MODES:
         raise UserError(f"--quant {mode!r} is not one of none, {', '.join(QUANT_MODES)}")
     bitsandbytes_functional()
+    if not any(isinstance(m, AdaptedLinear) for m in model.modules()) and \
+            any(getattr(m, "time_state", None) is not None for m in model.modules()):
+        from .state import wrap_frozen_linears   # a state run: wrap the frozen targets
+        wrap_frozen_linears(model)
     layers = [m for m in model.modules() if isinstance(m, AdaptedLinear)]
     if not layers:
         raise UserError("--quant needs adapted layers (inject an adapter first); "

@@ -7,7 +7,7 @@ inject, checkpoint.merge, `rwkvft merge`, bench) sees it without any other edit.
 from __future__ import annotations
 
 from ..errors import UserError
-from . import full, lora, miss, pissa
+from . import full, lora, miss, pissa, state
 from .config import AdapterConfig, load_json
 from .method import PeftMethod
 
@@ -31,6 +31,7 @@ register(miss.METHOD)
 register(lora.METHOD)
 register(pissa.METHOD)
 register(full.METHOD)
+register(state.METHOD)
 
 
 def names() -> tuple[str, ...]:

@@ -155,7 +155,8 @@ def _foreign_config(sd: dict, path: Path) -> tuple[dict, dict]:
     if lora:
         return sd, {"method": "lora", "alpha": None, "source": "rwkv-peft"}
     if not miss:
-        return sd, {"method": "none", "source": "rwkv-peft"}
+        state = any(k.endswith(".att.time_state") for k in sd)  # RWKV-PEFT --peft state
+        return sd, {"method": "state" if state else "none", "source": "rwkv-peft"}
     dims = {v.dim() for v in miss.values()}
     if len(dims) != 1 or dims - {2, 3}:
         raise UserError(f"{path}: MiSS/DiSHA tensors must all be 2-D (bone) or all 3-D (bat); "

@@ -102,8 +102,13 @@ def _apply(base_sd: dict, adapter_sd: dict, config: dict, sign: int) -> dict:
 
 
 def merge_state_dict(base_sd: dict, adapter_sd: dict, config: dict) -> dict:
-    """Base + adapter -> merged state dict (base keys and shapes; merged weights in fp32)."""
-    return _apply(base_sd, adapter_sd, _as_dict(config), +1)
+    """Base + adapter -> merged state dict (base keys and shapes; merged weights in fp32).
+    A state adapter adds its time_state tensors instead (checkpoint.state_export)."""
+    config = _as_dict(config)
+    if config.get("method") == "state":
+        from .state_export import merge_state_adapter
+        return merge_state_adapter(base_sd, adapter_sd, config, lambda b, a, c: _apply(b, a, c, +1))
+    return _apply(base_sd, adapter_sd, config, +1)
 
 
 def merge_adapter_file(base_sd: dict, adapter_path, lora_alpha: float | None = None):

@@ -19,10 +19,10 @@ from ..utils import quiet_library_noise
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("rwkvft.cli.train_cmd", "fine-tune an RWKV model (MiSS, LoRA, PiSSA); accepts the RWKV-PEFT tutorial flags"),
+    "train": ("rwkvft.cli.train_cmd", "fine-tune an RWKV model (MiSS, LoRA, PiSSA, state); accepts the RWKV-PEFT tutorial flags"),
     "merge": ("rwkvft.cli.merge_cmd", "merge an adapter into its base model and write an official .pth / .st"),
     "generate": ("rwkvft.cli.generate_cmd", "generate text from a model (optionally with an adapter)"),
-    "export": ("rwkvft.cli.export_cmd", "write an adapter for another runtime: Ai00 LoRA, Hugging Face model or HF-peft folder"),
+    "export": ("rwkvft.cli.export_cmd", "write an adapter for another runtime: Ai00 LoRA, Hugging Face model or HF-peft folder, RWKV Runner / Ai00 state file"),
     "inspect": ("rwkvft.cli.inspect_cmd", "show a checkpoint's architecture, sizes and dtype"),
     "init": ("rwkvft.cli.init_cmd", "write a freshly initialised RWKV-7 checkpoint of any size"),
     "prepare": ("rwkvft.cli.prepare_cmd", "tokenize jsonl / text into a binidx pair for training"),

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="base (or merged) checkpoint, .pth or .safetensors")
     parser.add_argument("--adapter", default=None, help="adapter file (rwkv-N.pth) applied to --model")
     parser.add_argument("--state", default=None,
-                        help="state-tuning state file applied to --model (not available in this version yet)")
+                        help="initial state every sequence starts from: a state adapter rwkv-N.pth, an RWKV "
+                             "Runner / RWKV-PEFT state .pth or an Ai00 .state")
     parser.add_argument("--data_file", required=True, help="data to score, any --data_type training reads")
     parser.add_argument("--compare", action="store_true",
                         help="score --model alone and with --adapter/--state (or --base against "
@@ -82,9 +83,10 @@ def eval_config(args):
 
 
 def apply_state(model, state_path) -> None:
-    """Hook for state-tuning state files (a trained initial WKV state)."""
-    raise UserError(f"--state {state_path}: state files are not available in this version of rwkvft "
-                    f"yet; evaluate without --state")
+    """Start every sequence from the state in `state_path` (a state adapter rwkv-N.pth, an RWKV
+    Runner / RWKV-PEFT state .pth or an Ai00 .state; checked against the model)."""
+    from .. import set_state
+    set_state(model, state_path)
 
 
 def _models(args, base_sd):

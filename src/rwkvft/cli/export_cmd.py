@@ -1,9 +1,11 @@
 """`rwkvft export`: base + adapter -> a file or folder another runtime loads beside (or instead
-of) the base: Ai00 LoRA, Hugging Face model folder, HF-peft adapter folder.
+of) the base: Ai00 LoRA, Hugging Face model folder, HF-peft adapter folder, RWKV Runner / Ai00
+state files (from a `--peft state` adapter).
 
 Each format is one writer `write_X(base_sd, adapter_sd, adapter_config, output) -> list[str]`
 in rwkvft.checkpoint (it writes atomically itself and returns the lines to print, e.g. what to
-put in Ai00's Config.toml). The base and the adapter are never overwritten.
+put in Ai00's Config.toml). The base and the adapter are never overwritten; an existing output
+is replaced only with --force.
 """
 from __future__ import annotations
 
@@ -22,7 +24,13 @@ FORMATS: dict[str, tuple[str, str, str]] = {
            "Hugging Face RWKV-7 model folder (merged; fla-hub / rwkv7-hf names, tokenizer files)"),
     "hf-peft": ("rwkvft.checkpoint.hf_peft", "write_hf_peft",
                 "HF peft adapter folder (MissConfig / LoraConfig) for the --format hf model of the base"),
+    "runner-state": ("rwkvft.checkpoint.state_export", "write_runner_state",
+                     "RWKV Runner / RWKV-PEFT state .pth (exactly n_layer blocks.N.att.time_state)"),
+    "ai00-state": ("rwkvft.checkpoint.state_export", "write_ai00_state",
+                   "Ai00 / web-rwkv fp16 safetensors .state (time_state, last two dims transposed)"),
 }
+# formats whose output is one file (the others write a folder)
+FILE_FORMATS = ("ai00-lora", "runner-state", "ai00-state")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="adapter: rwkv-N.pth / .safetensors (rwkvft or RWKV-PEFT) or an HF-peft folder")
     p.add_argument("--format", required=True, choices=sorted(FORMATS),
                    help="; ".join(f"{name}: {h}" for name, (_, _, h) in FORMATS.items()))
-    p.add_argument("--output", required=True, help="file (ai00-lora: .st) or folder (hf, hf-peft) to write")
+    p.add_argument("--output", required=True, help="file (ai00-lora: .st, runner-state: .pth, "
+                   "ai00-state: .state) or folder (hf, hf-peft) to write")
     p.add_argument("--lora_alpha", type=float, default=None,
                    help="LoRA alpha (required for RWKV-PEFT LoRA files; overrides adapter_config.json)")
     p.add_argument("--force", action="store_true", help="replace an existing output")
@@ -47,6 +56,9 @@ def _check_paths(args) -> tuple[Path, Path, Path]:
     for what, p in (("the base model", base), ("the adapter", adapter)):
         if same_file(p, out) or (p.resolve().is_relative_to(out.resolve()) and out.exists()):
             raise UserError(f"--output {out} would overwrite {what}; choose another path")
+    if args.format in FILE_FORMATS and out.is_dir():
+        raise UserError(f"--output {out} is a directory; --format {args.format} writes a file: "
+                        f"give a file name")
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists; pass --force to replace it or choose another path")
     return base, adapter, out

@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--op", default="chunked", help="WKV op: chunked (CPU) or reference")
     parser.add_argument("--adapter", default=None,
                         help="adapter file (rwkv-N.pth from training) merged in memory first")
+    parser.add_argument("--state", default=None, metavar="FILE",
+                        help="initial state to start from: a state adapter rwkv-N.pth, an RWKV "
+                             "Runner / RWKV-PEFT state .pth or an Ai00 .state")
     parser.add_argument("--lora_alpha", type=float, default=None,
                         help="alpha for RWKV-PEFT LoRA adapter files (ours record it)")
 
@@ -89,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data.tokenizer import WorldTokenizer
     tokenizer = WorldTokenizer()
     model = _load(args.model, args.adapter, args.lora_alpha)
+    if args.state:
+        from .. import set_state
+        set_state(model, args.state)
     model.set_runtime(op=args.op)
     if model.config.vocab_size != tokenizer.vocab_size:
         raise UserError(f"generate needs a World-vocabulary model (vocab {tokenizer.vocab_size}); "

@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     base, adapter, out = _check_paths(args)
     fmt = _resolve_format(out, args.format)
     merged, config, adapter_sd = merge_adapter_file(read_state_dict(base), adapter, args.lora_alpha)
+    if config.get("method") == "state":  # RWKV-6/5 only: the rwkv package reads it there
+        from ..checkpoint.rwkv_format import infer_config
+        from ..checkpoint.state_export import refuse_baked_x070
+        refuse_baked_x070(infer_config(merged).version)
     dtype_name = _write(merged, out, fmt, args.dtype)
     from ..adapters import registry
     suffixes = registry.get(config["method"]).suffixes

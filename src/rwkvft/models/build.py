@@ -8,6 +8,7 @@ from ..errors import UserError
 from .rwkv6 import RWKV6
 from .rwkv7 import RWKV7
 from .schema import VERSION_LABELS, ModelConfig, infer_config, official_shapes
+from .time_state import is_time_state_key, set_time_state
 
 _MODEL_CLASSES = {"x070": RWKV7, "x060": RWKV6, "x052": RWKV6}
 
@@ -31,10 +32,15 @@ def load_model(path, device="cpu", dtype=None, op: str = "chunked", grad_cp: boo
 def model_from_state_dict(sd, device="cpu", dtype=None, op: str = "chunked", grad_cp: bool = False):
     """An eval-mode model holding the official state dict `sd`, in `dtype` (fp32 default)."""
     cfg = infer_config(sd)
+    # a baked initial state (RWKV-PEFT merge_state, our merge of a state adapter) is kept
+    states = {k: t for k, t in sd.items() if is_time_state_key(k)}
+    sd = {k: t for k, t in sd.items() if k not in states}
     _refuse_extra_keys(sd, cfg)
     with torch.device("meta"):  # no throw-away random init: the file's tensors are assigned
         model = build_model(cfg, op=op, grad_cp=grad_cp)
     model.load_state_dict(to_module_shapes(sd, cfg), strict=True, assign=True)
+    if states:
+        set_time_state(model, states)
     return model.to(device=device, dtype=torch.float32 if dtype is None else dtype).eval()
 
 

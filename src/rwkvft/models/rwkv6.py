@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..kernels import wkv6
 from .schema import ModelConfig
-from .rwkv7 import LN_X_EPS, RWKV7, Block, _shifted, _vector
+from .rwkv7 import LN_X_EPS, RWKV7, Block, _shifted, _vector, initial_wkv
 
 # order of the five data-dependent mixes in time_maa_w1 / time_maa_w2 (spec §5.1)
 _MAA_ORDER = ("w", "k", "v", "r", "g")
@@ -38,6 +38,8 @@ class _TimeMixBase(nn.Module):
         self.output = nn.Linear(C, C, bias=False)
         self.gate = nn.Linear(C, C, bias=False)
         self.ln_x = nn.GroupNorm(H, C, eps=LN_X_EPS)
+        # initial WKV state, None = zeros; set by state tuning (adapters.state) or a baked file
+        self.register_parameter("time_state", None)
 
     def _wkv_out(self, xr, xk, xv, xg, log_w, wkv_state, op: str):
         B, T, C = xr.shape
@@ -45,6 +47,7 @@ class _TimeMixBase(nn.Module):
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
         g = F.silu(self.gate(xg))
         log_w = log_w.expand(heads).contiguous()  # x052's static decay comes as (1,1,H,N)
+        wkv_state = initial_wkv(self, wkv_state, B)
         y, wkv_state = wkv6(r.view(heads), log_w, k.view(heads), v.view(heads), self.time_faaaa,
                             state=wkv_state, op=op)
         y = self._group_norm(y.reshape(B * T, C)).view(B, T, C)

@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
 from ..kernels import wkv7
+from ..kernels.reference import compute_dtype
 from .schema import ModelConfig
 
 # decay d = exp(-e^-0.5 * sigmoid(z)) lies in (0.545, 1): log d = -e^-0.5 * sigmoid(z)
@@ -31,6 +32,16 @@ def _shifted(x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
     """x_{t-1} for every t: the carried previous token (or zeros) at t = 0."""
     first = x.new_zeros(x.shape[0], 1, x.shape[2]) if prev is None else prev.unsqueeze(1).to(x.dtype)
     return torch.cat([first, x[:, :-1]], dim=1)
+
+
+def initial_wkv(att: nn.Module, wkv_state, batch: int):
+    """The WKV state a sequence starts from: the one passed in, else the att module's
+    `time_state` (H,N,N) fp32 [value,key] (state tuning, or a state baked into the file),
+    expanded over the batch, else None (zeros)."""
+    if wkv_state is None and att.time_state is not None:
+        ts = att.time_state
+        return ts.to(compute_dtype(ts)).expand(batch, *ts.shape)
+    return wkv_state
 
 
 class TimeMix(nn.Module):
@@ -64,6 +75,8 @@ class TimeMix(nn.Module):
         self.value = nn.Linear(C, C, bias=False)
         self.output = nn.Linear(C, C, bias=False)
         self.ln_x = nn.GroupNorm(H, C, eps=LN_X_EPS)
+        # initial WKV state, None = zeros; set by state tuning (adapters.state) or a baked file
+        self.register_parameter("time_state", None)
 
     def forward(self, x, v_first, shift, wkv_state, op: str):
         B, T, C = x.shape
@@ -87,6 +100,7 @@ class TimeMix(nn.Module):
         kk = F.normalize((k * self.k_k).view(B, T, H, N), dim=-1, p=2.0)
         k = k * (1 + (eta - 1) * self.k_a)
         heads = (B, T, H, N)
+        wkv_state = initial_wkv(self, wkv_state, B)
         y, wkv_state = wkv7(r.view(heads), log_w.view(heads), k.view(heads), v.view(heads),
                             -kk, kk * eta.view(heads), state=wkv_state, op=op)
         y = self._group_norm(y.reshape(B * T, C)).view(B, T, C)

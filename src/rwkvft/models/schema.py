@@ -315,7 +315,7 @@ def check_against(cfg: ModelConfig, n_layer: int = 0, n_embd: int = 0, vocab_siz
 PARAM_GROUPS = ("ln", "time", "emb", "head")
 _LN = re.compile(r"(^|\.)(ln0|ln1|ln2|ln_x|ln_out)\.(weight|bias)$")
 _V7_TIME = re.compile(r"(^|\.)(att\.(x_[rwkvag]|w0|a0|v0|k_k|k_a|r_k|[wavg][12])|ffn\.x_k)$")
-_V6_TIME = re.compile(r"(^|\.)time_[A-Za-z0-9_]+$")
+_V6_TIME = re.compile(r"(^|\.)time_(?!state$)[A-Za-z0-9_]+$")  # time_state: --peft state
 # Some x070 files carry layer-0 att.v0/v1/v2, which the model never uses (layer 0 makes
 # v_first). Training them would only give DDP unused parameters and the optimizer dead state.
 LAYER0_UNUSED = re.compile(r"(^|\.)blocks\.0\.att\.v[012]$")

@@ -320,6 +320,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         prepare_proj_dir(cfg)
     log = RunLog(plan.proj, enabled=plan.rank0)
     base_sd, mcfg, model = load_base(cfg)
+    safety.check_state_merge(plan.peft, cfg, mcfg.version)  # before training, not after
     op = resolve_wkv_op(cfg, plan.acc, mcfg.version)  # the version decides which ops can run it
     model.set_runtime(op=op, grad_cp=bool(cfg.grad_cp))
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)

@@ -91,6 +91,14 @@ def check_merge_output(cfg) -> None:
         raise UserError(f"--merge_output {out} already exists; choose another path or {how}")
 
 
+def check_state_merge(peft, cfg, version: str) -> None:
+    """--peft state --merge_output on an RWKV-7 base is refused before training (a baked
+    RWKV-7 state would be ignored by runtimes; checkpoint.state_export says why)."""
+    if peft.method == "state" and cfg.merge_output:
+        from ..checkpoint.state_export import refuse_baked_x070
+        refuse_baked_x070(version)
+
+
 def _data_files(cfg) -> list[Path]:
     p = Path(cfg.data_file) if cfg.data_file else None
     if p is None:

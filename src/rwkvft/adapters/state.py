@@ -1,0 +1,110 @@
+"""State tuning (`--peft state`): a trainable initial WKV state per layer, nothing else.
+
+Each att module gets `time_state` (H, N, N) fp32 in the WKV ops' [value, key] layout, the
+`blocks.{i}.att.time_state` tensor RWKV-PEFT, RWKV Runner and the rwkv package use. A sequence
+that starts without a state starts from it (models/rwkv7.py `initial_wkv`); token-shift states
+stay zero. Every other tensor is frozen (optionally `--train_parts` too). It wraps no Linear:
+the registry entry is this module (config keys, what it creates, the adapter-file suffix).
+
+peft_config keys (defaults in brackets):
+  init   ["zero"] (RWKV-PEFT's init) or "base": the state the base model reaches after
+         `prompt`, so training starts from a prompted model
+  prompt text for init "base" (World tokenizer), or prompt_tokens: a list of token ids
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .base import AdaptedLinear
+from .config import AdapterConfig
+from .method import DEFAULT_TARGETS, PeftMethod, _matches, _set_child
+
+INITS = ("zero", "base")
+# AdamW on a state: see README "State tuning" and docs/benchmarks.md for the experiment
+DEFAULT_LR = 1e-2
+
+
+def parse_state_config(d: dict) -> AdapterConfig:
+    """--peft_config dict (only known keys: the registry checked) -> AdapterConfig(method="state")
+    with options init / prompt_tokens."""
+    init = d.get("init", "zero")
+    if init not in INITS:
+        raise UserError(f"--peft_config: init must be \"zero\" or \"base\", got {init!r}")
+    prompt = _prompt_tokens(d)
+    if (init == "base") != (prompt is not None):
+        raise UserError("--peft_config: init \"base\" needs a \"prompt\" (or \"prompt_tokens\"), "
+                        "and a prompt is only used with init \"base\"")
+    return AdapterConfig(method="state", r=0, options={"init": init, "prompt_tokens": prompt})
+
+
+def _prompt_tokens(d: dict) -> list[int] | None:
+    if "prompt" in d and "prompt_tokens" in d:
+        raise UserError("--peft_config: give prompt or prompt_tokens, not both")
+    if "prompt" in d:
+        if not isinstance(d["prompt"], str) or not d["prompt"]:
+            raise UserError(f"--peft_config: prompt must be a non-empty string, got {d['prompt']!r}")
+        from ..data.tokenizer import WorldTokenizer
+        return WorldTokenizer().encode(d["prompt"])
+    ids = d.get("prompt_tokens")
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                         and i >= 0 for i in ids):
+        raise UserError(f"--peft_config: prompt_tokens must be a non-empty list of token ids, got {ids!r}")
+    return list(ids)
+
+
+def initial_states(model: nn.Module, cfg) -> dict:
+    """{blocks.i.att.time_state: (H,N,N)}: zeros, or the WKV state after cfg.prompt_tokens."""
+    # models.time_state is imported here: checkpoint.merge imports the registry, and
+    # `import rwkvft.checkpoint` must load only the model schema (tests/test_layering.py)
+    from ..models.time_state import time_state_key
+    c = model.config
+    if cfg.init == "zero":
+        return {time_state_key(i): torch.zeros(c.n_head, c.head_size, c.head_size)
+                for i in range(c.n_layer)}
+    bad = [i for i in cfg.prompt_tokens if i >= c.vocab_size]
+    if bad:
+        raise UserError(f"--peft_config: prompt token {bad[0]} is outside the model's vocabulary "
+                        f"({c.vocab_size}); the prompt needs a World-vocabulary model")
+    device = model.ln_out.weight.device
+    with torch.no_grad():
+        _, state = model.forward_features(torch.tensor([cfg.prompt_tokens], device=device))
+    return {time_state_key(i): s[1][0].float().cpu() for i, s in enumerate(state)}
+
+
+def inject_state(model: nn.Module, cfg: AdapterConfig) -> list[str]:
+    """The method's inject (adapters.inject freezes the rest): add the time_state parameters."""
+    from ..models.time_state import set_time_state
+    if any(b.att.time_state is not None for b in model.blocks):
+        raise UserError("this model already has a state; load a fresh base model before injecting again")
+    cfg.targets = []
+    return set_time_state(model, initial_states(model, cfg), trainable=True)
+
+
+class FrozenLinear(AdaptedLinear):
+    """A frozen Linear with no adapter, so --quant can store the base of a state-tuned model
+    quantized (adapters.quant quantizes AdaptedLinear bases)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_forward(x)
+
+
+def wrap_frozen_linears(model: nn.Module) -> int:
+    """Put the method's default target Linears (MiSS's targets) in FrozenLinear; returns how many."""
+    wanted = DEFAULT_TARGETS[model.config.version]
+    names = [n for n, m in model.named_modules() if type(m) is nn.Linear and n != "head"
+             and any(_matches(n, t) for t in wanted)]
+    for n in names:
+        _set_child(model, n, FrozenLinear(model.get_submodule(n)))
+    return len(names)
+
+
+# wraps no Linear, so no fits/apply_delta: checkpoint.merge has its own path for a state
+# (checkpoint.state_export.merge_state_adapter: RWKV-6/5 bases only)
+METHOD = PeftMethod(name="state", keys={"init": "zero", "prompt": None, "prompt_tokens": None},
+                    parse=parse_state_config, inject=inject_state, suffixes=("time_state",),
+                    default_lr=DEFAULT_LR,
+                    summary="state tuning: a trainable initial WKV state per layer, nothing else")
