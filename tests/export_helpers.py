@@ -5,6 +5,7 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
 import torch
 
 from rwkvft.adapters import adapter_state_dict, inject, parse_peft
@@ -63,3 +64,16 @@ def normal_modes(path: Path) -> None:
 
 def snapshot(folder: Path) -> dict:
     return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def umask022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def logits_of(model, idx=IDX):
+    with torch.no_grad():
+        out = model(idx)
+    return (out[0] if isinstance(out, tuple) else out).float()

@@ -9,15 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from export_helpers import HF_SIZE, snapshot, write_pair
+from export_helpers import umask022  # noqa: F401 (an autouse fixture)
 from rwkvft.cli import main
 from rwkvft.utils import atomic_dir, atomic_path
-
-
-@pytest.fixture(autouse=True)
-def umask022():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
 
 
 def mode(p):

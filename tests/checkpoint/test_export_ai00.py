@@ -1,13 +1,13 @@
 """`rwkvft export --format ai00-lora`: Ai00's own blend rule on the base reproduces our merge."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from export_helpers import adapted, normal_modes, snapshot, write_pair
+from export_helpers import umask022  # noqa: F401 (an autouse fixture)
 from rwkvft.checkpoint.ai00_lora import ai00_lora_tensors
 from rwkvft.checkpoint.merge import ai00_state_dict, merge_state_dict
 from rwkvft.cli import main
@@ -16,13 +16,6 @@ from rwkvft.cli import main
 # name is added); every other blended name is loaded with load_vector_* (replaced).
 WEB_RWKV_MATRICES = {"w1", "w2", "a1", "a2", "g1", "g2", "v1", "v2", "r_k",
                      "time_mix_w1", "time_mix_w2", "time_decay_w1", "time_decay_w2"}
-
-
-@pytest.fixture(autouse=True)
-def umask022():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
 
 
 def ai00_blend(base_st: dict, lora: dict, alpha: float) -> dict:

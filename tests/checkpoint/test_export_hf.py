@@ -2,31 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
 
 from conftest import rel_err
-from export_helpers import HF_SIZE, IDX, normal_modes, snapshot, write_pair
+from export_helpers import HF_SIZE, IDX, logits_of, normal_modes, snapshot, write_pair
+from export_helpers import umask022  # noqa: F401 (an autouse fixture)
 from rwkvft.checkpoint.merge import merge_state_dict
 from rwkvft.checkpoint.rwkv_format import read_state_dict
 from rwkvft.cli import main
 
 import rwkv7_hf  # noqa: E402  test dependency (pyproject [test]); missing = failure
-
-
-@pytest.fixture(autouse=True)
-def umask022():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
-
-
-def logits_of(model, idx=IDX):
-    with torch.no_grad():
-        out = model(idx)
-    return (out[0] if isinstance(out, tuple) else out).float()
 
 
 def hf_logits(folder, idx=IDX):

@@ -3,14 +3,15 @@ import of HF peft folders, RWKV-PEFT's `--merge 0` folder included."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from conftest import rel_err
-from export_helpers import HF_SIZE, IDX, model_from, normal_modes, snapshot, tiny_base, write_pair
+from export_helpers import (
+    HF_SIZE, IDX, logits_of, model_from, normal_modes, snapshot, tiny_base, write_pair)
+from export_helpers import umask022  # noqa: F401 (an autouse fixture)
 from rwkvft.checkpoint.hf_export import write_hf_folder
 from rwkvft.checkpoint.merge import merge_state_dict
 from rwkvft.checkpoint.rwkv_format import read_state_dict
@@ -18,19 +19,6 @@ from rwkvft.cli import main
 
 import peft  # noqa: E402  test dependencies (pyproject [test]); missing = failure
 import rwkv7_hf  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def umask022():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
-
-
-def logits_of(model, idx=IDX):
-    with torch.no_grad():
-        out = model(idx)
-    return (out[0] if isinstance(out, tuple) else out).float()
 
 
 CASES = [("miss", {"r": 8}), ("miss", {"r": 16, "mode": "bat"}),

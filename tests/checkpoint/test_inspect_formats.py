@@ -2,21 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from export_helpers import HF_SIZE, normal_modes, write_pair
+from export_helpers import umask022  # noqa: F401 (an autouse fixture)
 from rwkvft.cli import main
-
-
-@pytest.fixture(autouse=True)
-def umask022():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
 
 
 def inspect_json(capsys, path) -> dict:
