@@ -1,12 +1,14 @@
 """Peak live tensor bytes of one training step, infctx vs unchunked (torch's CPU profiler).
 
-Usage: python benchmarks/bench_infctx_live.py [T ...]   (default 1024 4096 16384)
+Usage: python benchmarks/bench_infctx_live.py [T ...] [--shape L,C,V] [--only_infctx]
+       (default T 1024 4096 16384, shape 2,128,512: the tiny model; 12,768,65536 is the 0.1B shape)
 Peak RSS (bench_infctx.py) also counts allocator caching, fragmentation and autograd-graph
 metadata; this sums torch's own allocation/free events in time order, so it measures the tensors
-alone. Tiny RWKV-7 (L2 C128, vocab 512), MiSS default, fp32, chunked op, chunk_ctx 512, full BPTT.
+alone. RWKV-7 of the given shape, MiSS default, fp32, chunked op, chunk_ctx 512, full BPTT.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -32,17 +34,24 @@ def live_peak_mib(model, T: int, chunk_ctx: int) -> float:
 
 
 def main() -> int:
-    lengths = [int(t) for t in sys.argv[1:]] or [1024, 4096, 16384]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("lengths", nargs="*", type=int, default=[1024, 4096, 16384])
+    ap.add_argument("--shape", default="2,128,512", help="n_layer,n_embd,vocab_size")
+    ap.add_argument("--only_infctx", action="store_true", help="skip the unchunked step")
+    args = ap.parse_args()
+    n_layer, n_embd, vocab = (int(x) for x in args.shape.split(","))
     torch.manual_seed(0)
-    model = random_model(2, 128, 512, torch.device("cpu")).train()
-    model.op = "chunked"
+    model = random_model(n_layer, n_embd, vocab, torch.device("cpu")).train()
+    model.set_runtime(op="chunked")
     inject(model, parse_peft("miss", {}), [])
+    print(f"shape L{n_layer} C{n_embd} V{vocab}")
     print("| T | infctx 512: peak live MiB | unchunked: peak live MiB | s |")
     print("|---|---|---|---|")
-    for T in lengths:
+    for T in args.lengths:
         t0 = time.perf_counter()
-        a, b = live_peak_mib(model, T, 512), live_peak_mib(model, T, 0)
-        print(f"| {T} | {a:.1f} | {b:.1f} | {time.perf_counter() - t0:.0f} |", flush=True)
+        a = live_peak_mib(model, T, 512)
+        b = "not run" if args.only_infctx else f"{live_peak_mib(model, T, 0):.1f}"
+        print(f"| {T} | {a:.1f} | {b} | {time.perf_counter() - t0:.0f} |", flush=True)
     return 0
 
 
