@@ -41,16 +41,15 @@ def adapted(method, conf, parts=(), version="x070", seed=0, **size):
         for n in names:
             p = model.get_parameter(n)
             p.add_(torch.randn_like(p) * (0.02 if p.dim() == 3 or n.endswith(("w1", "w2")) else 0.05))
-    model.adapter_config = names.config  # kept on the test's model for write_pair
     config = dict(names.config.to_dict(), base=fingerprint(base_sd))
     return cfg, base_sd, model, adapter_state_dict(model, names), config
 
 
 def write_pair(tmp_path: Path, method, conf, parts=(), version="x070", **size):
     """Base .pth (fp32) and adapter rwkv-1.pth on disk -> (base path, adapter path, model, base_sd)."""
-    cfg, base_sd, model, asd, _ = adapted(method, conf, parts, version, **size)
+    cfg, base_sd, model, asd, config = adapted(method, conf, parts, version, **size)
     base = write_state_dict(base_sd, tmp_path / "base.pth", dtype=torch.float32)
-    adapter = save_adapter(tmp_path / "run" / "rwkv-1.pth", asd, model.adapter_config, fingerprint(base_sd))
+    adapter = save_adapter(tmp_path / "run" / "rwkv-1.pth", asd, config, config["base"])
     return base, adapter, model, base_sd
 
 

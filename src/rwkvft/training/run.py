@@ -61,6 +61,7 @@ class Plan:
     data: DataConfig         # vocab_size 0 until the base is read
     world: int               # processes in all
     rank0: bool
+    val_data: DataConfig | None = None   # --val_file, read like the training data
 
     @property
     def proj(self) -> Path:
@@ -81,11 +82,10 @@ def plan_run(cfg: TrainConfig) -> Plan:
         raise UserError(f"--quant {cfg.quant} stores the frozen base under adapters, but --peft "
                         f"{method.name} trains every weight; use --quant none")
     data = data_config(cfg)
-    if cfg.val_file:
-        data_config(cfg, cfg.val_file)
+    val_data = data_config(cfg, cfg.val_file) if cfg.val_file else None
     check_loggers(cfg)
     return Plan(cfg, acc, precision, peft, method, data,
-                cfg.devices * cfg.num_nodes, _rank_zero())
+                cfg.devices * cfg.num_nodes, _rank_zero(), val_data)
 
 
 def _rank_zero() -> bool:
@@ -238,7 +238,7 @@ def build_data(plan: Plan, vocab_size: int):
     from .validation import build_training_and_validation
     cfg = plan.cfg
     dcfg = dataclasses.replace(plan.data, vocab_size=vocab_size)
-    val_dcfg = dataclasses.replace(data_config(cfg, cfg.val_file), vocab_size=vocab_size)
+    val_dcfg = plan.val_data and dataclasses.replace(plan.val_data, vocab_size=vocab_size)
     dataset, val = build_training_and_validation(cfg, dcfg, val_dcfg, plan.world)
     return dataset, val
 
