@@ -1,7 +1,7 @@
 """`rwkvft bench`: steady-state training throughput, peak memory and MFU of a fine-tuning setup.
 
 It runs the trainer's own recipe steps without Lightning: the model from rwkvft.models,
-`training.run.prepare_model` (inject, frozen-weight cast, --quant), the step's loss
+`training.model_prep.prepare_model` (inject, frozen-weight cast, --quant), the step's loss
 `training.loss.batch_loss` (one pass, or infctx chunks), and AdamW on the trainable parameters.
 Warm-up steps (kernel builds, Triton autotune, allocator growth) are run first and not timed.
 
@@ -229,7 +229,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     from .kernels import resolve_op
     from .training.infctx import chunk_len
     from .training.loss import batch_loss
-    from .training.run import check_op_name, prepare_model
+    from .training.model_prep import prepare_model
+    from .training.run import check_op_name
 
     check(cfg)
     device = _device(cfg)

@@ -87,7 +87,7 @@ def tiny_sd():
 def _model(sd, method, pc):
     from rwkvft.models import model_from_state_dict
     model = model_from_state_dict(sd).train()
-    model.op = "chunked"
+    model.set_runtime(op="chunked")
     names = inject(model, parse_peft(method, pc), [])
     return model, names
 

@@ -87,7 +87,7 @@ def test_model_time_state_gradient_matches_finite_differences(version, monkeypat
     with torch.no_grad():
         for n in names:
             model.get_parameter(n).copy_(torch.randn(model.get_parameter(n).shape, generator=g) * 0.5)
-    model.op = "chunked"
+    model.set_runtime(op="chunked")
     idx = torch.randint(0, 61, (2, 11), generator=g)
     tgt = torch.randint(0, 61, (2, 11), generator=g)
 

@@ -135,7 +135,7 @@ def test_generate_is_deterministic_per_seed(world_model, capsys):
 @pytest.mark.parametrize("op", available_ops())
 def test_generate_steps_match_the_full_sequence_forward(world_model, op):
     model = load_model(world_model)
-    model.op = op
+    model.set_runtime(op=op)
     prompt = WorldTokenizer().encode("Hello, world")
     steps = list(stream_tokens(model, prompt, max_tokens=6, temperature=1.0, top_p=0.9, seed=1))
     generated = [t for t, _ in steps]
@@ -155,7 +155,7 @@ def test_generate_stops_at_end_of_text(world_model, tmp_path, capsys):
     sd["head.weight"][0] = 100.0
     path = write_state_dict(sd, tmp_path / "eod.pth", dtype=torch.float32)
     model = load_model(path)
-    model.op = "reference"
+    model.set_runtime(op="reference")
     assert list(stream_tokens(model, [1, 2, 3], max_tokens=5)) == []
     rc, out, _ = run_cli(capsys, "generate", "--model", path, "--prompt", "hi", "--op", "reference")
     assert rc == 0 and out == "\n"
@@ -166,7 +166,7 @@ def test_generate_streams_multibyte_text_whole(world_model, capsys):
     rc, out, _ = run_cli(capsys, "generate", "--model", world_model, "--prompt", "日本", "--max_tokens", 8,
                          "--temperature", 0, "--op", "reference")
     model = load_model(world_model)
-    model.op = "reference"
+    model.set_runtime(op="reference")
     tok = WorldTokenizer()
     ids = [t for t, _ in stream_tokens(model, tok.encode("日本"), 8, temperature=0)]
     assert rc == 0 and out == tok.decode(ids) + "\n"

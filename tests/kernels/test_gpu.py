@@ -4,7 +4,8 @@
   same device): y, final state, and every gradient including the initial state's; bf16 and
   fp32; T not a multiple of 16. fla's chunk_rwkv6 against the RWKV-6 reference.
 - short MiSS training runs through `rwkvft train` with each op, with --quant int8/nf4, with
-  deepspeed_stage_1 / ddp on one GPU against auto; grad_cp with every adapter method.
+  deepspeed_stage_1 / ddp on one GPU against auto, and with infctx; grad_cp with every adapter
+  method.
 """
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ def test_grad_cp_with_each_method_on_gpu(small_model, method, pc):
     for grad_cp in (False, True):
         torch.manual_seed(0)
         model = load_model(small_model, device=DEV).train()
-        model.op, model.grad_cp = "cuda", grad_cp
+        model.set_runtime(op="cuda", grad_cp=grad_cp)
         names = inject(model, parse_peft(method, pc), [])
         params = dict(model.named_parameters())
         with torch.no_grad():
@@ -170,3 +171,16 @@ def test_strategies_on_one_gpu_match_auto(small_model, tokens_npy, tmp_path, str
     base = _train(small_model, tokens_npy, tmp_path / "auto", strategy="auto", **common)
     other = _train(small_model, tokens_npy, tmp_path / strategy, strategy=strategy, **common)
     assert other == pytest.approx(base, rel=2e-3), (base, other)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "deepspeed_stage_1"])
+def test_infctx_under_each_strategy_matches_one_pass(small_model, tokens_npy, tmp_path, strategy):
+    """--train_type infctx (full BPTT: the one-pass gradient) under DDP and DeepSpeed takes the
+    steps of the unchunked run."""
+    if strategy.startswith("deepspeed") and not HAS_DS:
+        pytest.skip("deepspeed not installed")
+    common = dict(op="cuda", precision="fp32", epoch_count=1, strategy=strategy)
+    base = _train(small_model, tokens_npy, tmp_path / "plain", **common)
+    chunked = _train(small_model, tokens_npy, tmp_path / "infctx", train_type="infctx",
+                     chunk_ctx=16, **common)
+    assert chunked == pytest.approx(base, rel=2e-3), (base, chunked)

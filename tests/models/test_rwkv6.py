@@ -88,7 +88,7 @@ def oracle(files, miss_run, tmp_path_factory):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_logits_match_pip(files, oracle, version, op):
     model = load_model(files[version])
-    model.op = op
+    model.set_runtime(op=op)
     with torch.no_grad():
         seq = model(torch.tensor([TOKENS]))[0]
         state, steps = None, []
@@ -128,9 +128,9 @@ def test_chunked_equals_sequential_with_strong_decays(version):
     assert float(log_d.min()) < -20 and float(log_d.max()) > -0.05  # fast and slow channels
     idx = torch.randint(0, 512, (2, 37), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        model.op = "reference"
+        model.set_runtime(op="reference")
         seq = model(idx)
-        model.op = "chunked"
+        model.set_runtime(op="chunked")
         chunked = model(idx)
     assert torch.isfinite(chunked).all()
     assert rel_err(chunked, seq) <= 1e-5
@@ -172,7 +172,7 @@ def test_grad_checkpointing_gives_same_gradients(files):
     grads = []
     for grad_cp in (False, True):
         model = load_model(files["x060"]).train()
-        model.grad_cp = grad_cp
+        model.set_runtime(grad_cp=grad_cp)
         torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
     assert all(g is not None for g in grads[0].values())  # every x060 tensor is used

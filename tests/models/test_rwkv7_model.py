@@ -28,7 +28,7 @@ def compare_with_pip(model, oracle, toks: list[int]) -> tuple[float, float]:
         ours_seq = model(torch.tensor([toks]))[0]
         # one-token steps use the sequential op (chunked ops pad every step to a whole chunk;
         # chunked stateful continuation is covered by test_sequence_in_pieces_equals_whole)
-        model.op = "reference"
+        model.set_runtime(op="reference")
         state, pip_state, step_err = None, None, 0.0
         for t in toks:
             ours, state = model(torch.tensor([[t]]), state, return_state=True)
@@ -48,7 +48,7 @@ def test_logits_match_pip_small(make_checkpoint, pip_rwkv, op, variant):
     layer0_v, flat = VARIANTS[variant]
     path = make_checkpoint(n_layer=3, n_embd=128, vocab_size=512, seed=1, layer0_v=layer0_v, flat=flat)
     model = load_model(path)
-    model.op = op
+    model.set_runtime(op=op)
     seq_err, step_err = compare_with_pip(model, pip_rwkv(path), tokens(12, 512, seed=2))
     assert seq_err <= TOL and step_err <= TOL, (seq_err, step_err)
 
@@ -57,7 +57,7 @@ def test_logits_match_pip_0_1b_shape(make_checkpoint, pip_rwkv):
     """The released 0.1B shape (L12 C768 V65536, Dw 64 Da 64 Dv 32 Dg 128), bf16 file."""
     path = make_checkpoint(n_layer=12, n_embd=768, vocab_size=65536, seed=3, dtype=torch.bfloat16)
     model = load_model(path)
-    model.op = available_ops()[-1]
+    model.set_runtime(op=available_ops()[-1])
     assert model.blocks[1].att.v1.shape == (768, 32) and model.blocks[0].att.g1.shape == (768, 128)
     seq_err, step_err = compare_with_pip(model, pip_rwkv(path), tokens(8, 65536, seed=4))
     assert seq_err <= TOL and step_err <= TOL, (seq_err, step_err)
@@ -66,14 +66,14 @@ def test_logits_match_pip_0_1b_shape(make_checkpoint, pip_rwkv):
 @pytest.mark.parametrize("op", available_ops())
 def test_sequence_in_pieces_equals_whole(make_checkpoint, op):
     model = load_model(make_checkpoint(n_layer=3, seed=1))
-    model.op = op
+    model.set_runtime(op=op)
     idx = torch.randint(0, 512, (2, 37), generator=torch.Generator().manual_seed(5))
     assert pieces_vs_whole(model, idx) <= 1e-5
 
 
 def test_zero_state_equals_no_state(make_checkpoint):
     model = load_model(make_checkpoint())
-    model.op = "reference"
+    model.set_runtime(op="reference")
     idx = torch.randint(0, 512, (2, 9), generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         assert torch.equal(model(idx), model(idx, model.init_state(2)))
@@ -81,7 +81,7 @@ def test_zero_state_equals_no_state(make_checkpoint):
 
 def test_state_layout(make_checkpoint):
     model = load_model(make_checkpoint())
-    model.op = "reference"
+    model.set_runtime(op="reference")
     with torch.no_grad():
         _, state = model(torch.tensor([[1, 2, 3]]), return_state=True)
     assert len(state) == 2
@@ -119,14 +119,14 @@ def test_flat_r_k_loads_as_heads(make_checkpoint, tmp_path):
 
 def test_top_level_load_model_and_dtype(make_checkpoint):
     model = rwkvft.load_model(make_checkpoint(), dtype=torch.bfloat16)
-    model.op = "reference"
+    model.set_runtime(op="reference")
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     with torch.no_grad():
         logits, state = model(torch.tensor([[5, 6, 7]]), return_state=True)
     assert logits.dtype == torch.bfloat16
     assert state[0][1].dtype == torch.float32  # WKV state stays fp32 in a bf16 model
     ref = rwkvft.load_model(make_checkpoint())
-    ref.op = "reference"
+    ref.set_runtime(op="reference")
     with torch.no_grad():
         assert rel_err(logits, ref(torch.tensor([[5, 6, 7]]))) < 0.05
 
@@ -145,7 +145,7 @@ class Recorder(torch.nn.Module):
 
 def test_projections_are_only_called(make_checkpoint):
     model = load_model(make_checkpoint())
-    model.op = "reference"
+    model.set_runtime(op="reference")
     idx = torch.tensor([[3, 1, 4, 1, 5]])
     with torch.no_grad():
         before = model(idx)
@@ -165,7 +165,7 @@ def test_grad_checkpointing_gives_same_gradients(make_checkpoint):
     grads = []
     for grad_cp in (False, True):
         model = load_model(make_checkpoint()).train()
-        model.op, model.grad_cp = "reference", grad_cp
+        model.set_runtime(op="reference", grad_cp=grad_cp)
         loss = torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), idx.flatten())
         loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
@@ -183,7 +183,7 @@ def test_fresh_init_blocks_output_zero():
     from rwkvft.models import build_model
     model = build_model(cfg)
     model.load_state_dict(sd)
-    model.op = "reference"
+    model.set_runtime(op="reference")
     idx = torch.tensor([[7, 8, 9, 299]])
     with torch.no_grad():
         h, _ = model.forward_features(idx)
@@ -250,7 +250,7 @@ def test_new_config_rejects_bad_sizes(args, match):
 
 def test_bad_model_input_messages(make_checkpoint):
     model = load_model(make_checkpoint())
-    model.op = "reference"
+    model.set_runtime(op="reference")
     with pytest.raises(UserError, match=r"\(batch, time\) LongTensor .* got \(5,\); use idx.view"):
         model(torch.arange(5))
     with pytest.raises(UserError, match="state has 1 layers but the model has 2"):

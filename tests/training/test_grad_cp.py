@@ -19,7 +19,7 @@ def _grads(sd, method, pc, grad_cp: bool):
     from rwkvft.models import model_from_state_dict
     torch.manual_seed(0)            # LoRA's A init and PiSSA's randomized SVD draw from it
     model = model_from_state_dict(sd).train()
-    model.op, model.grad_cp = "chunked", grad_cp
+    model.set_runtime(op="chunked", grad_cp=grad_cp)
     names = inject(model, parse_peft(method, pc), ["ln"])
     params = dict(model.named_parameters())
     with torch.no_grad():           # move every adapter off its identity init

@@ -4,13 +4,16 @@
   adapter method, chunk lengths that do and do not divide the sample, masks across boundaries);
 - truncated BPTT: gradients equal a hand-written loop over chunks with detached states;
 - the chunks are cut at the right places, the last one is the remainder (never padded);
-- `rwkvft train --train_type infctx` trains like the unchunked run, saves and resumes exactly;
+- `rwkvft train --train_type infctx` trains like the unchunked run, saves and resumes exactly,
+  in one process and under DDP;
 - bad flags are one-line errors.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +29,6 @@ from conftest import rel_err
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 
 # One row per method to check: (model version, --peft, --peft_config, --train_parts).
-# State tuning adds a row here, e.g. ("x070", "state", {}, []).
 CASES = [
     ("x070", "miss", {"r": 16}, ["ln"]),
     ("x070", "miss", {"r": 16, "mode": "bat"}, []),
@@ -35,6 +37,9 @@ CASES = [
     ("x070", "pissa", {"r": 4}, []),
     ("x060", "miss", {"r": 16}, ["time"]),
     ("x060", "lora", {"r": 4, "lora_alpha": 8}, ["ln"]),
+    ("x070", "state", {}, []),
+    ("x060", "state", {}, []),
+    ("x070", "none", {}, []),
 ]
 # (sample length T, chunk length C): C divides T; C does not (last chunk 5 tokens); one chunk + 5
 SPLITS = [(48, 16), (37, 16), (37, 32)]
@@ -64,7 +69,7 @@ def _model(case, dtype=torch.float32, op="chunked", grad_cp=False, quant="none")
     version, method, pc, parts = case
     torch.manual_seed(0)            # LoRA's A init and PiSSA's randomized SVD draw from it
     model = model_from_state_dict(_state_dict(version), dtype=dtype).train()
-    model.op, model.grad_cp = op, grad_cp
+    model.set_runtime(op=op, grad_cp=grad_cp)
     names = inject(model, parse_peft(method, pc), parts)
     if quant != "none":
         from rwkvft.adapters.quant import quantize_base
@@ -124,7 +129,7 @@ def test_full_bptt_equals_one_pass(case, T, C):
     _assert_same(chunked, whole, TOL[torch.float32])
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5]], ids=_case_id)
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5], CASES[7]], ids=_case_id)
 def test_full_bptt_equals_one_pass_fp64(case):
     T, C = 37, 16
     batch = _batch(T, torch.float64)
@@ -183,7 +188,7 @@ def _hand_truncated(inputs, targets, mask, C):
     return run
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5]], ids=_case_id)
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5], CASES[7]], ids=_case_id)
 def test_truncated_bptt_equals_a_loop_with_detached_states(case):
     T, C = 37, 16
     batch = _batch(T, torch.float32)
@@ -230,6 +235,7 @@ def test_carried_states_hold_no_chunk_activations():
             assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
 
 
+
 def test_short_sample_is_one_pass():
     model, _ = _model(CASES[0])
     inputs, targets, mask = _batch(16, torch.float32)
@@ -272,6 +278,27 @@ def test_train_infctx_trains_saves_and_resumes_exactly(small_model, tokens_npy, 
     assert _losses(full)[-1] < _losses(full)[0]
     config = json.loads((full / "train_config.json").read_text())
     assert (config["train_type"], config["chunk_ctx"], config["infctx_bptt"]) == ("infctx", 32, "full")
+
+
+def test_ddp_infctx_equals_ddp_one_pass(small_model, tokens_npy, tmp_path):
+    """Two CPU processes (gloo): each rank chunks its own samples, DDP averages the gradients;
+    full BPTT keeps them the one-pass gradients, so both runs save the same adapter."""
+    def run(proj, train_type):
+        argv = _flags(small_model, proj, tokens_npy, devices=2, strategy="ddp", epoch_count=1,
+                      ctx_len=64, chunk_ctx=16, train_type=train_type)
+        r = subprocess.run([sys.executable, "-m", "rwkvft", "train", *argv],
+                           cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return torch.load(proj / "rwkv-0.pth", weights_only=True)
+    chunked, whole = run(tmp_path / "infctx", "infctx"), run(tmp_path / "plain", "none")
+    assert set(chunked) == set(whole) and chunked
+    for k in whole:
+        assert torch.allclose(chunked[k], whole[k], atol=1e-6, rtol=1e-4), k
+    assert _losses(tmp_path / "infctx") == pytest.approx(_losses(tmp_path / "plain"), rel=1e-4)
+    log = (tmp_path / "infctx" / "train_log.txt").read_text()
+    sums = json.loads([l for l in log.splitlines() if "checksum per rank" in l][0].split(": ", 1)[1])
+    assert len(sums) == 2 and sums[0] == sums[1]
 
 
 @pytest.mark.parametrize("over,msg", [

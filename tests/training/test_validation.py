@@ -192,6 +192,17 @@ def test_keep_last_never_deletes_best_or_final(small_model, docs_npy, tmp_path):
     assert f"is now step {best} " in (proj / "train_log.txt").read_text()
 
 
+def test_resume_at_the_budget_trains_nothing_more(small_model, docs_npy, tmp_path):
+    proj = tmp_path / "run"
+    assert main(["train", *flags(small_model, proj, docs_npy, max_steps=3)]) == 0
+    before = {p.name: p.read_bytes() for p in proj.glob("rwkv-*.pth")}
+    assert list(before) == ["rwkv-step3.pth"] and len(rows(proj, "train")) == 3
+    assert main(["train", *flags(small_model, proj, docs_npy, max_steps=3), "--resume"]) == 0
+    assert {p.name: p.read_bytes() for p in proj.glob("rwkv-*.pth")} == before
+    assert len(rows(proj, "train")) == 3
+    assert "nothing to train: the budget of 3 optimizer steps" in (proj / "train_log.txt").read_text()
+
+
 def test_prune_step_saves_by_step_number(tmp_path):
     from rwkvft.training.steps import prune_step_saves
     for n in ("rwkv-step5.pth", "rwkv-step10.pth", "rwkv-step40.pth", "rwkv-step100.pth",

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.schema import detect_version
 from ..utils import atomic_path
 from .rwkv_format import SAFETENSORS_SUFFIXES, read_state_dict
 
@@ -33,12 +34,11 @@ _CHECKSUM_ELEMS = 4096
 
 # ---------------------------------------------------------------- fingerprint
 def _version(sd) -> str:
-    keys = set(sd)
-    for key, version in (("blocks.0.att.r_k", "x070"), ("blocks.0.att.x_r", "x070"),
-                         ("blocks.0.att.time_maa_x", "x060"), ("blocks.0.att.time_mix_k", "x052")):
-        if key in keys:
-            return version
-    return ""
+    """The base's version label, '' where schema cannot tell (a fingerprint never refuses)."""
+    try:
+        return detect_version(sd)
+    except UserError:
+        return ""
 
 
 def _checksum(sd) -> str:

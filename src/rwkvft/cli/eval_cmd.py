@@ -1,7 +1,7 @@
 """`rwkvft eval`: loss, perplexity and token count of a model (+ adapter) on a data file.
 
 The file is read exactly as training reads it (same reader, tokenizer, end-of-document token and
-loss mask, via training.run.data_config) and scored by the same function validation uses
+loss mask, via data.from_flags.data_config) and scored by the same function validation uses
 (training.evaluation), so `rwkvft eval` on a run's --val_file and adapter prints the run's
 validation loss. Data settings (ctx_len, dataload, loss_mask, roles, micro_bsz, ...) default to
 the run's train_config.json beside the adapter; flags given here override them.
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint.rwkv_format import infer_config
     from ..data.datasets import read_data
     from ..training.evaluation import EvalResult, evaluate
-    from ..training.run import data_config
+    from ..data.from_flags import data_config
     from ..training.validation import val_samples_from
 
     if args.compare and args.adapter is None and args.state is None and args.base is None:
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--device cuda but no CUDA GPU is visible; use --device cpu")
     results = {}
     for label, model in _models(args, base_sd):
-        model.op = args.op
+        model.set_runtime(op=args.op)
         t0 = time.perf_counter()
         s, c = evaluate(model.to(device), samples, batch_size=cfg.micro_bsz, head_chunk=cfg.head_chunk,
                         device=device, progress=bool(args.progress) and not args.json

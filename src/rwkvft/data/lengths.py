@@ -38,7 +38,7 @@ def _lognormal(spec: str, ctx_len: int, n: int, rng) -> np.ndarray:
 
 
 def _from_file(path: str, ctx_len: int) -> np.ndarray:
-    from ..training.run import resolve_data_type
+    from .from_flags import resolve_data_type
     from .datasets import DataConfig, build_dataset
 
     data_type = resolve_data_type(SimpleNamespace(data_type="auto", data_file=path))

@@ -3,7 +3,8 @@
     plan_run        resolve and validate every option (nothing is read yet)
     prepare_proj_dir / RunLog   the run folder (refuses to clobber a run)
     load_base       read the base checkpoint, check user-given sizes, build the fp32 model
-    prepare_model   inject the method, cast the frozen base, quantize it   (bench uses it too)
+    prepare_model   inject the method, cast the frozen base, quantize it   (model_prep.py;
+                    bench uses it too)
     build_data      the dataset
     build_trainer   the Lightning trainer, module and callbacks
     fit             train; a non-finite loss stops with the last good save named
@@ -20,12 +21,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..adapters import AdapterConfig, Injected, PeftMethod
+from ..adapters import AdapterConfig, PeftMethod
 from ..config import TrainConfig
-from ..data.readers import DATA_TYPES
+from ..data.from_flags import data_config
 from ..errors import UserError
 from ..utils import atomic_path
 from . import nodes, safety
+from .model_prep import prepare_model, quant_device
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
 from .interrupt import Interrupted, StopRequest
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
@@ -184,52 +186,6 @@ def load_base(cfg: TrainConfig):
     return base_sd, mcfg, model
 
 
-def resolve_data_type(cfg: TrainConfig) -> str:
-    """--data_type auto: from the file name (the tutorial always names it explicitly)."""
-    if cfg.data_type != "auto":
-        return cfg.data_type
-    p = Path(cfg.data_file)
-    suffix = p.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return "jsonl"
-    if suffix == ".npy":
-        return "numpy"
-    if suffix in (".parquet",):
-        return "sft"
-    if suffix in (".txt", ".md"):
-        return "utf-8"
-    if suffix in (".bin", ".idx") or (Path(f"{p}.bin").exists() and Path(f"{p}.idx").exists()):
-        return "binidx"
-    raise UserError(f"cannot tell the format of --data_file {p}; pass --data_type "
-                    f"({', '.join(DATA_TYPES)})")
-
-
-def data_config(cfg: TrainConfig, data_file: str = ""):
-    """The validated DataConfig that reads `data_file` (default --data_file) exactly as training
-    reads it (vocab_size 0: filled in from the checkpoint). --val_file and `rwkvft eval` go
-    through here too, so they see the same tokens and masks."""
-    from ..data import DataConfig
-
-    data_type = resolve_data_type(cfg)
-    dataload = cfg.dataload
-    if dataload == "auto":  # records are documents; token streams are windows
-        dataload = "pad" if data_type in ("jsonl", "sft") else "get"
-    data_file = data_file or cfg.data_file
-    if data_type == "binidx" and Path(data_file).suffix in (".bin", ".idx"):
-        data_file = str(Path(data_file).with_suffix(""))
-    dcfg = DataConfig(data_file=data_file, data_type=data_type, ctx_len=cfg.ctx_len,
-                      vocab_size=0, micro_bsz=cfg.micro_bsz, epoch_steps=cfg.epoch_steps,
-                      dataload=dataload, loss_mask=cfg.loss_mask, random_seed=cfg.random_seed,
-                      sft_field=tuple(cfg.sft_field) if cfg.sft_field else None,
-                      window_sampling=cfg.window_sampling, long_docs=cfg.long_docs,
-                      user_role=cfg.user_role, assistant_role=cfg.assistant_role,
-                      system_role=cfg.system_role, text_field=cfg.text_field,
-                      max_bad_fraction=cfg.max_bad_fraction, progress=cfg.progress,
-                      group_by_length=cfg.group_by_length)
-    dcfg.validate()
-    return dcfg
-
-
 def build_data(plan: Plan, vocab_size: int):
     """Step 4: (training dataset, validation samples or None) for the checkpoint's vocabulary;
     see training/validation.py for --val_file / --val_split."""
@@ -241,45 +197,6 @@ def build_data(plan: Plan, vocab_size: int):
     val_dcfg = plan.val_data and dataclasses.replace(plan.val_data, vocab_size=vocab_size)
     dataset, val = build_training_and_validation(cfg, dcfg, val_dcfg, plan.world)
     return dataset, val
-
-
-def prepare_model(model, peft: AdapterConfig, train_parts, precision: str, quant: str = "none",
-                  quant_device=None) -> tuple[Injected, str]:
-    """Step 3 (shared with bench): inject the PEFT method, keep the frozen base in the training
-    precision, quantize it (--quant). Returns (trainable names, a log line for --quant)."""
-    trainable = inject_method(model, peft, train_parts)
-    cast_frozen(model, precision)
-    return trainable, quantize_frozen(model, quant, quant_device)
-
-
-def inject_method(model, peft: AdapterConfig, train_parts) -> Injected:
-    from ..adapters import inject
-    return inject(model, peft, list(train_parts))
-
-
-def cast_frozen(model, precision: str) -> None:
-    """Keep the frozen base in the training precision (no fp32 copy); adapters stay fp32."""
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    if dtype is None:
-        return
-    for p in model.parameters():
-        if not p.requires_grad and p.is_floating_point():
-            p.data = p.data.to(dtype)
-
-
-def quantize_frozen(model, quant: str, device=None) -> str:
-    """--quant: quantize the frozen weights under the adapters (on `device`: the GPU when
-    training on one, bitsandbytes' CPU quantizer is slow). A log line ('' for --quant none)."""
-    if quant == "none":
-        return ""
-    from ..adapters.quant import quantize_base
-    q = quantize_base(model, quant, device)
-    return (f"quant: {quant} base weights in {q['layers']} adapted layers, "
-            f"{q['float_bytes'] / 2**20:.1f} MiB -> {q['quant_bytes'] / 2**20:.1f} MiB")
-
-
-def _quant_device(acc: str):
-    return torch.device("cuda", torch.cuda.current_device()) if acc == "gpu" else None
 
 
 def _strategy(cfg: TrainConfig):
@@ -325,7 +242,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     model.set_runtime(op=op, grad_cp=bool(cfg.grad_cp))
     L.seed_everything(cfg.random_seed, workers=True, verbose=False)
     trainable, quant_note = prepare_model(model, plan.peft, cfg.train_parts, plan.precision,
-                                          cfg.quant, _quant_device(plan.acc))
+                                          cfg.quant, quant_device(plan.acc))
     if cfg.resume:
         safety.check_resume_tensors(plan.proj / "last.ckpt", model, trainable)
     init_note = adapter_init(cfg, model, plan.peft, base_sd)

@@ -97,6 +97,14 @@ class StepEvents(L.Callback):
         if self.stop is not None:
             self.stop.install()  # after Lightning's own SIGTERM handler, which it replaces
         self._last_step = trainer.global_step
+        if self.budget is not None and trainer.global_step >= self.budget:
+            # resumed at or past the budget: not one more step (its save already exists)
+            self.stopped_by = "budget"
+            self.runlog.line(f"nothing to train: the budget of {self.budget} optimizer steps "
+                             f"(--max_steps/--max_tokens) was reached at step "
+                             f"{trainer.global_step + self.step_offset}; raise it to train on")
+            trainer.should_stop = True
+            return
         done = trainer.global_step % self.per_epoch
         if done:  # resumed from a mid-epoch save: Lightning does not restart the epoch's hooks
             epoch = self.cfg.epoch_begin + trainer.current_epoch
