@@ -41,7 +41,9 @@ def run_one(size: str, ctx: int, extra: list[str], chunk: int, device: str, voca
     t0 = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True)
     if r.returncode != 0:
-        return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1], "wall_s": time.perf_counter() - t0}
+        why = f"killed by signal {-r.returncode} (out of memory?)" if r.returncode < 0 else \
+            (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+        return {"error": why, "wall_s": time.perf_counter() - t0}
     out = json.loads(r.stdout.strip().splitlines()[-1])
     out["wall_s"] = time.perf_counter() - t0
     return out

@@ -195,3 +195,38 @@ def test_empty_sequence_returns_the_state(fn, make):
     assert y.shape == (2, 0, 2, 4)
     torch.testing.assert_close(S, S0)
     assert fn(*xs, None)[1].abs().max() == 0
+
+
+@pytest.mark.parametrize("fn,make", [(wkv7_chunked, rwkv7_inputs), (wkv6_chunked, rwkv6_inputs)])
+def test_gradients_under_bf16_autocast_stay_near_the_truth(fn, make):
+    """bf16-mixed training runs the op under CPU autocast: the matmuls before the state carry
+    come out in bf16 while the carry keeps fp32; forward and gradients must stay near the
+    float64 truth (bf16 rounding only)."""
+    xs, S0 = make(1, 40, 2, 8, seed=4, dtype=torch.float32)
+    want = run(wkv7_reference if fn is wkv7_chunked else wkv6_reference, *f64(xs, S0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = run(fn, xs, S0)
+    assert got[1].dtype == torch.float32  # the final state
+    assert_all_close(got, want, rel=0.05)
+
+
+def _graph_nodes(t: torch.Tensor) -> int:
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        todo.extend(n for n, _ in node.next_functions)
+    return len(seen)
+
+
+@pytest.mark.parametrize("fn,make", [(wkv7_chunked, rwkv7_inputs), (wkv6_chunked, rwkv6_inputs)])
+def test_autograd_graph_does_not_grow_with_the_sequence(fn, make):
+    """The loop over chunks is one node: under infctx the forward graph of a whole sample stays
+    in host memory until the backward, so nodes per token would be memory per token."""
+    def nodes(T):
+        xs, S0 = make(1, T, 2, 8, dtype=torch.float32)
+        y, S = fn(*(x.requires_grad_() for x in xs), S0.requires_grad_())
+        return _graph_nodes(y.sum() + S.sum())
+    assert nodes(32) == nodes(256)

@@ -236,6 +236,19 @@ def test_carried_states_hold_no_chunk_activations():
 
 
 
+def test_freed_host_memory_is_released_before_each_chunk_and_its_recompute(monkeypatch):
+    """glibc keeps what each chunk frees (peak RSS grew with the sample): a trim runs before
+    every chunk's forward and again before its recompute in the backward."""
+    from rwkvft.training import infctx
+    calls = []
+    monkeypatch.setattr(infctx, "_malloc_trim", lambda: lambda pad: calls.append(pad))
+    model, _ = _model(CASES[0])
+    total, count = infctx_loss(model, *_batch(37, torch.float32), 16)   # chunks 16, 16, 5
+    assert calls == [0] * 3
+    (total / count).backward()
+    assert calls == [0] * 6
+
+
 def test_short_sample_is_one_pass():
     model, _ = _model(CASES[0])
     inputs, targets, mask = _batch(16, torch.float32)

@@ -103,17 +103,73 @@ def _carry(S, decay, Q, UV, BK, Wt=None):
     (Wt zero-padded to UV's width; None for RWKV-6, whose transition is diagonal). Doing the
     products here instead of forming per-chunk N x N terms keeps every temporary small.
     Returns (y_state (..., nc, L, N), final S).
+
+    One autograd node for the whole loop (`_Carry`): left to autograd, each step of the loop
+    adds about six nodes, and under infctx's activation checkpoint the forward graph of the
+    whole sample stays in host memory until the backward, so those nodes made memory grow
+    with the sample (~2.5 KB per token and layer at chunk_len 8).
     """
-    ys = []
-    # unbind once: indexing x[:, :, c] in the loop would make autograd build (and fill) a
-    # full-size zero gradient per chunk, quadratic in the number of chunks.
-    parts = [t.unbind(2) for t in (decay, Q, UV, BK)]
-    Ws = Wt.unbind(2) if Wt is not None else [None] * len(parts[0])
-    for d, q, uv, bk, w in zip(*parts, Ws):
-        ys.append(q @ S.transpose(-1, -2))
-        X = uv if w is None else S @ w + uv
-        S = S * d.unsqueeze(-2) + X @ bk
-    return torch.stack(ys, 2), S
+    dt = S.dtype
+    parts = [t.to(dt) for t in (decay, Q, UV, BK)] + [None if Wt is None else Wt.to(dt)]
+    if not torch.is_grad_enabled():  # evaluation, generation: no states to keep
+        y, S, _ = _carry_loop(S, *parts, keep=False)
+        return y, S
+    return _Carry.apply(S, *parts)
+
+
+def _carry_loop(S, decay, Q, UV, BK, Wt, keep: bool):
+    """The carry's forward: (y, final S, the states entering each chunk or None)."""
+    nc = Q.shape[-3]
+    with torch.autocast(S.device.type, enabled=False):  # the carry runs in its inputs' dtype
+        states = S.new_empty(*S.shape[:-2], nc, *S.shape[-2:]) if keep else None
+        y = Q.new_empty(Q.shape)
+        for c in range(nc):
+            if keep:
+                states[..., c, :, :] = S
+            y[..., c, :, :] = Q[..., c, :, :] @ S.transpose(-1, -2)
+            S = S * decay[..., c, :].unsqueeze(-2) + _step_x(S, UV, Wt, c) @ BK[..., c, :, :]
+    return y, S, states
+
+
+class _Carry(torch.autograd.Function):
+    """`_carry` with a hand-written backward: the states entering each chunk are saved as one
+    tensor (the same memory autograd would keep), everything else is recomputed."""
+
+    @staticmethod
+    def forward(ctx, S0, decay, Q, UV, BK, Wt):
+        y, S, states = _carry_loop(S0, decay, Q, UV, BK, Wt, keep=True)
+        ctx.save_for_backward(states, decay, Q, UV, BK, Wt)
+        return y, S
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy, gS):
+        states, decay, Q, UV, BK, Wt = ctx.saved_tensors
+        nc = Q.shape[-3]
+        g = {name: torch.empty_like(t) for name, t in
+             (("decay", decay), ("Q", Q), ("UV", UV), ("BK", BK), ("Wt", Wt)) if t is not None}
+        gS = torch.zeros_like(states[..., 0, :, :]) if gS is None else gS
+        gy = torch.zeros_like(Q) if gy is None else gy
+        with torch.autocast(states.device.type, enabled=False):
+            for c in reversed(range(nc)):
+                S, d, bk = states[..., c, :, :], decay[..., c, :], BK[..., c, :, :]
+                X = _step_x(S, UV, Wt, c)
+                gX = gS @ bk.transpose(-1, -2)
+                g["BK"][..., c, :, :] = X.transpose(-1, -2) @ gS
+                g["decay"][..., c, :] = (gS * S).sum(-2)
+                g["UV"][..., c, :, :] = gX
+                g["Q"][..., c, :, :] = gy[..., c, :, :] @ S
+                gS = gS * d.unsqueeze(-2) + gy[..., c, :, :].transpose(-1, -2) @ Q[..., c, :, :]
+                if Wt is not None:
+                    g["Wt"][..., c, :, :] = S.transpose(-1, -2) @ gX
+                    gS = gS + gX @ Wt[..., c, :, :].transpose(-1, -2)
+        return gS, g["decay"], g["Q"], g["UV"], g["BK"], g.get("Wt")
+
+
+def _step_x(S, UV, Wt, c):
+    """What chunk c writes into the state before the key product: S Wt_c + UV_c (RWKV-7) or UV_c."""
+    uv = UV[..., c, :, :]
+    return uv if Wt is None else S @ Wt[..., c, :, :] + uv
 
 
 def _empty(r, state, dt):

@@ -29,6 +29,9 @@ is padded. The first chunk passes state=None, which a model with a trainable ini
 """
 from __future__ import annotations
 
+import ctypes
+import functools
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
@@ -55,7 +58,31 @@ def detach_state(state):
     return [tuple(t.detach() for t in layer) for layer in state]
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS, Windows)."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):
+        return None
+
+
+def release_freed_host_memory() -> None:
+    """Give the pages in glibc's free lists back to the system.
+
+    Each chunk frees its activations, but glibc's heap, fragmented by what every chunk keeps
+    (its state and graph), reuses them badly: on CPU, peak RSS grew with the sample (0.1B,
+    chunk 512: 4.5 GiB at 1k tokens, 19.9 GiB at 16k) while the memory in use stayed flat.
+    Trimming before each chunk keeps it flat (4.0 and 4.3 GiB) and costs nothing measurable.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _chunk(model, head_chunk, idx, targets, mask, state):
+    if idx.device.type == "cpu":  # runs again for each chunk's recompute in the backward
+        release_freed_host_memory()
     h, new_state = model.forward_features(idx, state)
     loss_sum, _ = masked_lm_loss(model.head, h, targets, mask, chunk=head_chunk)
     # the token shifts are views x[:, -1] of whole (B, T, C) activations: kept as they are, the
