@@ -235,7 +235,6 @@ def test_carried_states_hold_no_chunk_activations():
             assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
 
 
-
 def test_freed_host_memory_is_released_before_each_chunk_and_its_recompute(monkeypatch):
     """glibc keeps what each chunk frees (peak RSS grew with the sample): a trim runs before
     every chunk's forward and again before its recompute in the backward."""

@@ -146,8 +146,8 @@ class _Carry(torch.autograd.Function):
     def backward(ctx, gy, gS):
         states, decay, Q, UV, BK, Wt = ctx.saved_tensors
         nc = Q.shape[-3]
-        g = {name: torch.empty_like(t) for name, t in
-             (("decay", decay), ("Q", Q), ("UV", UV), ("BK", BK), ("Wt", Wt)) if t is not None}
+        g_decay, g_Q, g_UV, g_BK = (torch.empty_like(t) for t in (decay, Q, UV, BK))
+        g_Wt = None if Wt is None else torch.empty_like(Wt)
         gS = torch.zeros_like(states[..., 0, :, :]) if gS is None else gS
         gy = torch.zeros_like(Q) if gy is None else gy
         with torch.autocast(states.device.type, enabled=False):
@@ -155,15 +155,15 @@ class _Carry(torch.autograd.Function):
                 S, d, bk = states[..., c, :, :], decay[..., c, :], BK[..., c, :, :]
                 X = _step_x(S, UV, Wt, c)
                 gX = gS @ bk.transpose(-1, -2)
-                g["BK"][..., c, :, :] = X.transpose(-1, -2) @ gS
-                g["decay"][..., c, :] = (gS * S).sum(-2)
-                g["UV"][..., c, :, :] = gX
-                g["Q"][..., c, :, :] = gy[..., c, :, :] @ S
+                g_BK[..., c, :, :] = X.transpose(-1, -2) @ gS
+                g_decay[..., c, :] = (gS * S).sum(-2)
+                g_UV[..., c, :, :] = gX
+                g_Q[..., c, :, :] = gy[..., c, :, :] @ S
                 gS = gS * d.unsqueeze(-2) + gy[..., c, :, :].transpose(-1, -2) @ Q[..., c, :, :]
                 if Wt is not None:
-                    g["Wt"][..., c, :, :] = S.transpose(-1, -2) @ gX
+                    g_Wt[..., c, :, :] = S.transpose(-1, -2) @ gX
                     gS = gS + gX @ Wt[..., c, :, :].transpose(-1, -2)
-        return gS, g["decay"], g["Q"], g["UV"], g["BK"], g.get("Wt")
+        return gS, g_decay, g_Q, g_UV, g_BK, g_Wt
 
 
 def _step_x(S, UV, Wt, c):
