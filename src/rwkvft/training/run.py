@@ -252,8 +252,20 @@ def train(cfg: TrainConfig) -> TrainResult:
     steps = build_trainer(plan, model, trainable, dataset, val_samples, saver, log)
     if plan.rank0:
         _write_run_header(plan, log, mcfg, model, trainable, op, [dataset.summary(), quant_note, init_note])
-    fit(plan, steps, saver, log)
-    return finish(plan, steps, model, trainable, base_sd, saver, log)
+    try:
+        fit(plan, steps, saver, log)
+        return finish(plan, steps, model, trainable, base_sd, saver, log)
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Destroy the DDP process group Lightning opened (it leaves it open): left to interpreter
+    exit, gloo's threads are torn down in an arbitrary order and the process sometimes aborts
+    ("terminate called without an active exception", status -6) after a finished run."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def adapter_init(cfg: TrainConfig, model, peft: AdapterConfig, base_sd) -> str:
