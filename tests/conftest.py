@@ -44,7 +44,7 @@ def make_checkpoint(tmp_path_factory):
 
     Files are cached per argument set for the whole session: treat them as read-only.
     """
-    from rwkvft.checkpoint import write_state_dict
+    from rwkvft.formats import write_state_dict
     from rwkvft.models.init import new_config, random_state_dict
 
     root = tmp_path_factory.mktemp("ckpt")

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from rwkvft.adapters import adapter_state_dict, inject, parse_peft
-from rwkvft.checkpoint.adapter_io import fingerprint, save_adapter
-from rwkvft.checkpoint.rwkv_format import write_state_dict
+from rwkvft.formats import fingerprint, save_adapter, write_state_dict
 from rwkvft.models import build_model
 from rwkvft.models.init import new_config, random_state_dict
 

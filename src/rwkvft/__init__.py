@@ -10,7 +10,7 @@ def load_model(path, device="cpu", dtype=None, state=None):
     `dtype` defaults to torch.float32. `model(idx)` returns logits (B, T, V). `state`: a state
     file (see set_state) every sequence called without a state then starts from.
     """
-    from .models import load_model as _load
+    from .formats import load_model as _load
     model = _load(path, device=device, dtype=dtype)
     if state is not None:
         set_state(model, state)
@@ -28,8 +28,8 @@ def set_state(model, state):
             block.att.time_state = None
         return model
     if not isinstance(state, dict):
-        from .checkpoint.state_export import read_state_file
-        state = read_state_file(state, model.config)
+        from .formats import read_state
+        state = read_state(state, model.config)
     set_time_state(model, state)
     return model
 

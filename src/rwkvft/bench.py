@@ -125,7 +125,7 @@ def _fill(name: str, p: torch.Tensor, gen) -> None:
 
 def _load(cfg: BenchConfig, device):
     if cfg.model:
-        from .models import load_model
+        from .formats import load_model
         return load_model(cfg.model, device=device, dtype=torch.float32)
     n_layer, n_embd = SIZES[cfg.size]
     return random_model(n_layer, n_embd, cfg.vocab_size, device, cfg.seed)

@@ -10,7 +10,7 @@ from torch import nn
 from rwkvft.adapters import (adapter_state_dict, format_trainable, inject, load_adapter_state,
                              parse_peft, trainable_summary)
 from rwkvft.adapters.inject import V6_TARGETS, V7_TARGETS
-from rwkvft.checkpoint.adapter_io import (check_fingerprint, fingerprint, read_adapter,
+from rwkvft.formats import (check_fingerprint, fingerprint, read_adapter,
                                           save_adapter)
 from rwkvft.errors import UserError
 from rwkvft.models import build_model

@@ -10,8 +10,7 @@ from torch import nn
 
 from method_cases import ADAPTER_CASES, CASES
 from rwkvft.adapters import AdaptedLinear, adapter_state_dict, inject, parse_peft, registry
-from rwkvft.checkpoint.adapter_io import fingerprint, read_adapter, save_adapter
-from rwkvft.checkpoint.merge import merge_state_dict, unmerge_state_dict
+from rwkvft.formats import fingerprint, merge_state_dict, read_adapter, save_adapter, unmerge_state_dict
 from rwkvft.errors import UserError
 from rwkvft.models import build_model
 from rwkvft.models.init import init_state_dict, new_config, perturb_state_dict

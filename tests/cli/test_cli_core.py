@@ -8,11 +8,10 @@ import pytest
 import torch
 from conftest import available_ops
 
-from rwkvft.checkpoint import read_state_dict, write_state_dict
+from rwkvft.formats import load_model, read_state_dict, write_state_dict
 from rwkvft.cli import main
 from rwkvft.cli.generate_cmd import stream_tokens
 from rwkvft.data.tokenizer import WorldTokenizer
-from rwkvft.models import load_model
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

@@ -12,11 +12,8 @@ from torch import nn
 
 from rwkvft.adapters import AdaptedLinear, LinearMethod, inject, load_adapter_state, registry
 from rwkvft.adapters.config import AdapterConfig
-from rwkvft.checkpoint.adapter_io import read_adapter
-from rwkvft.checkpoint.merge import unmerge_state_dict
-from rwkvft.checkpoint.rwkv_format import read_state_dict
+from rwkvft.formats import load_model, read_adapter, read_state_dict, unmerge_state_dict
 from rwkvft.cli import main
-from rwkvft.models import load_model
 
 
 def _flags(model, proj, data, **over):

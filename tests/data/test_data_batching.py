@@ -31,7 +31,7 @@ def test_padded_length_rounds_up_to_the_kernel_multiple_and_stops_at_ctx_len():
 @pytest.mark.parametrize("peft,config", [("miss", '{"r":16}'), ("lora", '{"r":4,"lora_alpha":8}')])
 def test_dynamic_padding_gives_the_loss_and_gradients_of_padding_to_ctx_len(small_model, peft, config):
     from rwkvft.adapters import inject, parse_peft
-    from rwkvft.models import load_model
+    from rwkvft.formats import load_model
     from rwkvft.training.loss import masked_lm_loss
 
     model = load_model(small_model, dtype=torch.float32).train()

@@ -141,7 +141,7 @@ def test_quantized_base_trains_on_gpu(small_model, tokens_npy, tmp_path, quant):
                                        ("lora", {"r": 4}), ("pissa", {"r": 4})])
 def test_grad_cp_with_each_method_on_gpu(small_model, method, pc):
     from rwkvft.adapters import inject, parse_peft
-    from rwkvft.models import load_model
+    from rwkvft.formats import load_model
     from rwkvft.training.loss import masked_lm_loss
 
     grads = []

@@ -11,14 +11,13 @@ from pip_rwkv6_oracle import run_jobs
 
 import rwkvft
 from rwkvft.adapters import adapter_state_dict, inject, parse_peft
-from rwkvft.checkpoint import read_state_dict, write_state_dict
-from rwkvft.checkpoint.merge import merge_state_dict
+from rwkvft.formats import load_model, merge_state_dict, read_state_dict, write_state_dict
 from rwkvft.models.schema import check_against, infer_config, official_shapes
 from rwkvft.cli import main
 from rwkvft.cli.generate_cmd import stream_tokens
 from rwkvft.data.tokenizer import WorldTokenizer
 from rwkvft.errors import UserError
-from rwkvft.models import load_model, model_from_state_dict
+from rwkvft.models import model_from_state_dict
 from rwkvft.models.init import new_config, random_state_dict
 
 TOL = 1e-4          # max|diff| / max|logit| against the pip package (fp32 files)

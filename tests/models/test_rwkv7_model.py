@@ -8,9 +8,8 @@ import torch
 from conftest import available_ops, pieces_vs_whole, rel_err
 
 import rwkvft
-from rwkvft.checkpoint import read_state_dict
+from rwkvft.formats import load_model, read_state_dict
 from rwkvft.errors import UserError
-from rwkvft.models import load_model
 from rwkvft.models.init import init_state_dict, new_config, perturb_state_dict
 
 TOL = 1e-4  # max|diff| / max|logit|

@@ -108,7 +108,7 @@ def test_merge_with_nan_lora_alpha_blames_the_flag(capsys, small_model, tmp_path
 
 
 def test_merge_blames_a_nan_base_not_the_adapter(capsys, small_model, tmp_path):
-    from rwkvft.checkpoint.merge import merge_state_dict
+    from rwkvft.formats import merge_state_dict
     sd = torch.load(small_model, weights_only=True)
     sd["blocks.0.att.key.weight"][0, 0] = float("inf")
     adapter = {"blocks.0.att.key.lora_A": torch.randn(4, 128), "blocks.0.att.key.lora_B": torch.randn(128, 4)}

@@ -61,7 +61,7 @@ def test_resumed_run_logs_read_as_one_run(small_model, tokens_npy, stopped_run, 
     assert 999.0 not in [r["loss"] for r in rows]
     assert not [n for n in stale if (proj / n).exists()]
     assert_unchanged(user)
-    from rwkvft.checkpoint.adapter_io import read_adapter
+    from rwkvft.formats import read_adapter
     for name in ("rwkv-0.pth", "rwkv-1.pth", "rwkv-2.pth"):  # saves before and after the resume
         assert read_adapter(proj / name)[1]["alpha"] == 8.0
 

@@ -36,7 +36,7 @@ TORCH_DISK_FULL = RuntimeError("[enforce fail at inline_container.cc:603] . unex
 
 
 def test_disk_full_mid_run_in_torch_save(capsys, small_model, tokens_npy, tmp_path, monkeypatch):
-    import rwkvft.checkpoint.adapter_io as aio
+    import rwkvft.formats.adapter_file as aio
     real_save = torch.save
 
     def failing_save(obj, f, *a, **k):

@@ -41,7 +41,7 @@ def losses(proj: Path) -> list[float]:
 def first_batch_loss(model_path, argv) -> float:
     """Loss of a merged model on the first batch the trainer sees (plain cross-entropy)."""
     from rwkvft.config import add_train_arguments, resolve_config
-    from rwkvft.models import load_model
+    from rwkvft.formats import load_model
     from rwkvft.training.run import build_data, plan_run
     import argparse
     p = argparse.ArgumentParser()

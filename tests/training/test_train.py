@@ -279,7 +279,7 @@ def test_nan_loss_stops_and_keeps_last_adapter(capsys, small_model, tokens_npy, 
 
 
 def test_disk_full_keeps_previous_adapter(capsys, small_model, tokens_npy, tmp_path, monkeypatch):
-    import rwkvft.checkpoint.adapter_io as aio
+    import rwkvft.formats.adapter_file as aio
     real_save = torch.save
 
     def failing_save(obj, f, *a, **k):
@@ -314,7 +314,7 @@ def test_generate_with_adapter_equals_merged_fp32(tutorial_run, world_model, tmp
 
 def test_time_part_skips_unused_layer0_value_residual(make_checkpoint):
     from rwkvft.adapters import inject, parse_peft
-    from rwkvft.models import load_model
+    from rwkvft.formats import load_model
     model = load_model(make_checkpoint(n_layer=2, n_embd=128, vocab_size=256, seed=5))
     names = inject(model, parse_peft("miss", '{"r":16}'), ["time"])
     assert "blocks.1.att.v0" in names and "blocks.0.att.w1" in names

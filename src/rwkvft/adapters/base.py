@@ -23,6 +23,8 @@ class AdaptedLinear(nn.Module):
     adapter_param_names: tuple[str, ...] = ()
     # Extra tensors that go into the adapter file but are not trained (PiSSA's A0/B0).
     adapter_extra_names: tuple[str, ...] = ()
+    # False inside PeftMethod.adapter_off: forward computes the reference (base) output.
+    adapter_enabled: bool = True
 
     def __init__(self, base: nn.Linear):
         super().__init__()
@@ -43,12 +45,23 @@ class AdaptedLinear(nn.Module):
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantized_weight(), self.bias)
 
+    def set_frozen_weight(self, w: torch.Tensor) -> None:
+        """Replace the frozen weight's values (a quantized base requantizes instead)."""
+        with torch.no_grad():
+            self.weight.copy_(w.to(self.weight.dtype))
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer with its adapter off: the base model's layer (PiSSA: its ORIGINAL W)."""
+        return self.base_forward(x)
+
     # ---- adapter path (subclasses) ----
     def adapter_forward(self, x32: torch.Tensor) -> torch.Tensor:
         """Adapter term for fp32 input; added to base_forward's output."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.adapter_enabled:
+            return self.reference_forward(x)
         y = self.base_forward(x)
         with fp32_region(x):
             return (y.float() + self.adapter_forward(x.float())).to(x.dtype)

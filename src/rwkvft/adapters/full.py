@@ -37,4 +37,6 @@ def memory_note(n_params: int, strategy: str) -> str:
 
 
 METHOD = PeftMethod(name="none", keys={}, parse=parse, inject=inject, full_model=True,
+                    cannot="a full fine-tune is a whole model, not an adapter: write it with "
+                           "rwkvft merge (--format pth / st) or export --format hf",
                     summary="full fine-tuning: every parameter trains; saves a whole model")

@@ -13,7 +13,7 @@ from torch import nn
 from ..errors import UserError
 from .base import AdaptedLinear, new_fp32
 from .config import AdapterConfig, dropout, number
-from .method import LinearMethod
+from .method import LinearMethod, peft_lora
 
 
 def lora_delta(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
@@ -61,7 +61,7 @@ def fits(parts: dict, out_f: int, in_f: int, config: dict) -> bool:
 
 
 def apply_delta(w: torch.Tensor, parts: dict, config: dict, sign: int = 1) -> torch.Tensor:
-    """W +/- alpha/r B A (fp32); the layer and checkpoint.merge share it."""
+    """W +/- alpha/r B A (fp32); the layer and adapters.merge share it."""
     alpha = config.get("alpha")
     if alpha is None:
         raise UserError("this LoRA adapter has no alpha (RWKV-PEFT files do not store it); "
@@ -70,9 +70,19 @@ def apply_delta(w: torch.Tensor, parts: dict, config: dict, sign: int = 1) -> to
     return w + sign * lora_delta(a, parts["lora_B"], float(alpha) / a.shape[0])
 
 
+def low_rank(parts: dict, config: dict, weight: torch.Tensor):
+    """LoRA is its own low-rank form: (B, A, alpha / r)."""
+    alpha = config.get("alpha")
+    if alpha is None:
+        raise UserError("this LoRA adapter has no alpha (RWKV-PEFT files do not store it); "
+                        "pass --lora_alpha with the value used for training")
+    return parts["lora_B"].float(), parts["lora_A"].float(), float(alpha) / parts["lora_A"].shape[0]
+
+
 METHOD = LinearMethod(
     name="lora", default_r=8,
     keys={"lora_alpha": 32.0, "alpha": 32.0, "lora_dropout": 0.0, "dropout": 0.0},
     options=parse_options, make_layer=make_layer, suffixes=("lora_A", "lora_B"), fits=fits,
     apply_delta=apply_delta, summary="LoRA: W + alpha/r B A, A (r, in), B (out, r)",
+    low_rank=low_rank, low_rank_kind="exact", hf_peft=peft_lora("lora"), alpha_key="alpha",
 ).method()

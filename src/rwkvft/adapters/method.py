@@ -1,7 +1,7 @@
 """What a PEFT method is: the record every method module exports as `METHOD`.
 
 The registry (adapters/registry.py) maps names to these records; `parse_peft`, `inject`,
-`--peft` choices, `checkpoint.merge`, `rwkvft merge` and the docs all read it, so a method's
+`--peft` choices, `adapters.merge`, `rwkvft merge` and the docs all read it, so a method's
 knowledge lives in its own module only.
 
 A method need not wrap an nn.Linear (a trainable initial WKV state does not): the protocol is
@@ -16,9 +16,26 @@ and, for methods whose tensors fold into a Linear weight (every adapter so far):
   fits(parts, out_f, in_f, config) -> bool      do the tensors fit this (out, in) weight
   apply_delta(w, parts, config, sign) -> W'     THE maths: merged (sign +1) / unmerged (-1)
                                                 fp32 weight; the layer's merged_weight() and
-                                                checkpoint.merge both call it
+                                                adapters.merge both call it
 Flags: `full_model` (the saved file is a whole official model: `--peft none`); `default_lr`
 (the method's --lr_init when none is given: a state wants 1e-2).
+
+Interop: what the formats (rwkvft.formats) and preference tuning need to know, declared here
+so that no other module compares a method's name:
+  label(config) -> str        the method as `inspect` / `merge` / `export` print it
+  low_rank(parts, config, W)  -> (up (out, k), down (k, in), scale): dW = scale * up @ down,
+                              exactly (`low_rank_kind` "exact") or None: the method "cannot"
+                              (Ai00 LoRA and HF peft LoRA then refuse it, saying `cannot`)
+  hf_peft(groups, config, base_sd) -> ({prefix: {peft parameter: tensor}}, peft config dict)
+                              or None (HF peft has no such adapter: hf-peft refuses it)
+  alpha_key                   the option `--lora_alpha` sets on merge/export (None: refused)
+  merges_into_weights         its effect folds into the model's weights (merged model formats)
+  carries_state               its file is an initial WKV state (Runner / Ai00 state formats)
+  merge(base_sd, adapter_sd, config, merge_rest) -> sd    own merge (state); None: apply_delta
+  check_merged(version)       UserError when a merged model of `version` cannot carry it
+  reference(model)            context manager: inside it the adapted model computes the base
+                              model's output (PiSSA: the ORIGINAL weight); None: "cannot"
+  cannot                      why the method has no low-rank / peft form (message tail)
 
 `LinearMethod` implements `inject` for methods that wrap target Linears with an AdaptedLinear
 subclass built by `make_layer(linear, name, cfg)`, with the shared keys r / target_modules /
@@ -26,6 +43,7 @@ layers (layer selection, HF peft's `layers_to_transform`).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -39,7 +57,6 @@ V7_TARGETS = ("att.receptance", "att.key", "att.value", "att.output", "ffn.key",
 V6_TARGETS = ("att.receptance", "att.key", "att.value", "att.gate", "att.output",
               "ffn.key", "ffn.receptance", "ffn.value")
 DEFAULT_TARGETS = {"x070": V7_TARGETS, "x060": V6_TARGETS, "x052": V6_TARGETS}
-LINEAR_KEYS = ("r", "target_modules", "layers")
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,43 @@ class PeftMethod:
     full_model: bool = False
     summary: str = ""              # one line for --help and the README table
     default_lr: float | None = None  # --lr_init when not given (None: TrainConfig's default)
+    # ---- interop (module docstring)
+    label: Callable[[dict], str] | None = None
+    low_rank: Callable[..., Any] | None = None
+    low_rank_kind: str = "cannot"
+    hf_peft: Callable[..., Any] | None = None
+    alpha_key: str | None = None
+    carries_state: bool = False
+    merge: Callable[..., dict] | None = None
+    check_merged: Callable[[str], None] | None = None
+    reference: Callable[[nn.Module], Any] | None = None
+    cannot: str = ""
+
+    @property
+    def merges_into_weights(self) -> bool:
+        return self.apply_delta is not None or self.full_model
+
+    def describe(self, config) -> str:
+        """The method as inspect / merge / export print it (e.g. "miss bat")."""
+        config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+        return self.label(config) if self.label else self.name
+
+    def factors(self, parts: dict, config: dict, weight, target: str):
+        """(up, down, scale) with dW = scale * up @ down, or UserError naming `target`."""
+        if self.low_rank is None:
+            raise UserError(f"{target} cannot hold a {self.describe(config)} adapter: {self.why_not()}")
+        return self.low_rank(parts, config, weight)
+
+    def why_not(self) -> str:
+        return self.cannot or (f"{self.name} declares no low-rank form of its update; write the merged "
+                               f"model instead: rwkvft merge --format pth (or st for Ai00)")
+
+    def adapter_off(self, model: nn.Module):
+        """Context manager: the adapted `model` computes the base model's output inside it."""
+        if self.reference is None:
+            raise UserError(f"a {self.name} model has no adapter to switch off ({self.why_not()}); "
+                            f"load the base model as the reference instead")
+        return self.reference(model)
 
 
 # ---------------------------------------------------------------- Linear-wrapping methods
@@ -105,6 +159,45 @@ def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
+@contextlib.contextmanager
+def linears_off(model: nn.Module):
+    """`reference` of Linear-wrapping methods: every AdaptedLinear computes its reference
+    (base) output (AdaptedLinear.reference_forward) until the block ends."""
+    from .base import AdaptedLinear
+    layers = [m for m in model.modules() if isinstance(m, AdaptedLinear)]
+    before = [m.adapter_enabled for m in layers]
+    for m in layers:
+        m.adapter_enabled = False
+    try:
+        yield model
+    finally:
+        for m, on in zip(layers, before):
+            m.adapter_enabled = on
+
+
+def peft_lora(method_name: str):
+    """`hf_peft` for methods with an exact low-rank form: an HF peft LORA adapter of the
+    factors (LoraConfig has one r / alpha: every layer must agree)."""
+    from . import registry
+
+    def export(groups: dict, config: dict, base_sd: dict):
+        method = registry.get(method_name)
+        tensors, ranks = {}, set()
+        for prefix, parts in groups.items():
+            up, down, scale = method.factors(parts, config, base_sd[prefix + ".weight"], "an HF peft adapter")
+            tensors[prefix] = {"lora_A.weight": down, "lora_B.weight": up}
+            ranks.add((down.shape[0], scale * down.shape[0]))
+        if len(ranks) != 1:
+            raise UserError(f"the adapter's layers have different ranks / alphas {sorted(ranks)}; "
+                            f"export the merged model with --format hf")
+        (r, alpha), = ranks
+        return tensors, {"peft_type": "LORA", "r": r, "lora_alpha": alpha,
+                         "lora_dropout": float(config.get("dropout", 0.0)), "fan_in_fan_out": False,
+                         "use_rslora": False, "use_dora": False, "init_lora_weights": True,
+                         "rank_pattern": {}, "alpha_pattern": {}}
+    return export
+
+
 @dataclass(frozen=True)
 class LinearMethod:
     """Builds a PeftMethod for a method that wraps target Linears (see module docstring)."""
@@ -118,6 +211,12 @@ class LinearMethod:
     apply_delta: Callable[..., Any]
     aliases: tuple[str, ...] = ()
     summary: str = ""
+    label: Callable[[dict], str] | None = None
+    low_rank: Callable[..., Any] | None = None
+    low_rank_kind: str = "cannot"
+    hf_peft: Callable[..., Any] | None = None
+    alpha_key: str | None = None
+    cannot: str = ""
 
     def parse(self, d: dict) -> AdapterConfig:
         opts = self.options(d)
@@ -139,4 +238,7 @@ class LinearMethod:
         keys = {"r": self.default_r, "target_modules": None, "layers": None, **self.keys}
         return PeftMethod(name=self.name, keys=keys, parse=self.parse, inject=self.inject,
                           suffixes=self.suffixes, aliases=self.aliases, fits=self.fits,
-                          apply_delta=self.apply_delta, summary=self.summary)
+                          apply_delta=self.apply_delta, summary=self.summary, label=self.label,
+                          low_rank=self.low_rank, low_rank_kind=self.low_rank_kind,
+                          hf_peft=self.hf_peft, alpha_key=self.alpha_key, reference=linears_off,
+                          cannot=self.cannot)

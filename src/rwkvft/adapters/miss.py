@@ -178,14 +178,54 @@ def fits(parts: dict, out_f: int, in_f: int, config: dict) -> bool:
 
 
 def apply_delta(w: torch.Tensor, parts: dict, config: dict, sign: int = 1) -> torch.Tensor:
-    """Merged (sign +1) / unmerged (-1) fp32 weight; the layer and checkpoint.merge share it."""
+    """Merged (sign +1) / unmerged (-1) fp32 weight; the layer and adapters.merge share it."""
     return merge_weight(w, parts["miss"].float(), config.get("mode", "default"), sign)
+
+
+def label(config: dict) -> str:
+    return f"miss {config.get('mode', 'default')}"
+
+
+def shard_tiling(r: int, in_features: int) -> torch.Tensor:
+    """E (r, in) with E[c, i] = 1 where i % r == c: MiSS default dW = D^T E exactly
+    (every width-r input block, the short last one included, sees the same D)."""
+    cols = torch.arange(in_features)
+    e = torch.zeros(r, in_features)
+    e[cols % r, cols] = 1.0
+    return e
+
+
+def low_rank(parts: dict, config: dict, weight: torch.Tensor):
+    """default / mini: dW = D^T E exactly (scale 1); bat modes depend on W: refused."""
+    mode = config.get("mode", "default")
+    if mode in ("bat", "bat_in"):
+        raise UserError(f"MiSS {mode} adds W-dependent blocks (W_ij T + T), which no low-rank "
+                        f"file can express; write the merged model instead: "
+                        f"rwkvft merge --format st (Ai00) or --format pth")
+    d = effective_d(parts["miss"].float(), mode, weight.shape[0])
+    return d.t(), shard_tiling(d.shape[0], weight.shape[1]), 1.0
+
+
+_PEFT_INIT = {"default": True, "bat": "bat", "mini": "mini"}
+
+
+def hf_peft(groups: dict, config: dict, base_sd: dict):
+    """HF peft's MissConfig holds default / bat / mini as they are (`miss_block`)."""
+    mode = config.get("mode", "default")
+    if mode not in _PEFT_INIT:
+        raise UserError("MiSS bat_in (RWKV-PEFT's input-block bat) has no HF peft equivalent (peft's "
+                        "bat blocks by output rows); export the merged model with --format hf")
+    tensors = {prefix: {"miss_block": parts["miss"]} for prefix, parts in groups.items()}
+    return tensors, {"peft_type": "MISS", "r": int(config["r"]),
+                     "miss_dropout": float(config.get("dropout", 0.0)),
+                     "mini_r": int(config.get("mini_r") or 1), "init_weights": _PEFT_INIT[mode]}
 
 
 METHOD = LinearMethod(
     name="miss", aliases=("disha", "bone"), default_r=64,
     keys={"mode": "default", "mini_r": 1, "dropout": 0.0, "miss_dropout": 0.0, "init_weights": True},
     options=parse_options, make_layer=make_layer, suffixes=("miss",), fits=fits,
-    apply_delta=apply_delta,
+    apply_delta=apply_delta, label=label, low_rank=low_rank,
+    low_rank_kind="exact (default, mini; bat: cannot)", hf_peft=hf_peft,
     summary="MiSS (Bone/DiSHA): shared shards D (r, out); modes default, bat, bat_in, mini",
 ).method()

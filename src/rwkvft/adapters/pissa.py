@@ -12,13 +12,14 @@ randomized: it draws from torch's global RNG, so seed torch for reproducible fac
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
 from . import lora
 from .config import AdapterConfig, dropout, positive_int
 from .lora import LoraLinear, lora_delta
-from .method import LinearMethod
+from .method import LinearMethod, peft_lora
 
 # Below this size an exact SVD is cheap on CPU and GPU; above it randomized SVD is much faster.
 EXACT_SVD_MAX_DIM = 1024
@@ -70,9 +71,13 @@ class PissaLinear(LoraLinear):
             w = self.original_weight()
             a0 = tensors.get("lora_A0", self.lora_A0).float()
             b0 = tensors.get("lora_B0", self.lora_B0).float()
-            with torch.no_grad():
-                self.weight.copy_((w - b0 @ a0).to(self.weight.dtype))
+            self.set_frozen_weight(w - b0 @ a0)
         super().load_adapter_tensors(tensors)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the reference is the ORIGINAL base W, not the residual W - B0 A0 this layer keeps
+        w = self.original_weight().to(x.dtype)
+        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
     def merged_weight(self, sign: int = 1) -> torch.Tensor:
         parts = {"lora_A": self.lora_A.detach(), "lora_B": self.lora_B.detach(),
@@ -97,6 +102,12 @@ def fits(parts: dict, out_f: int, in_f: int, config: dict) -> bool:
             and parts["lora_B0"].shape == b.shape)
 
 
+def low_rank(parts: dict, config: dict, weight: torch.Tensor):
+    """W - B0 A0 + B A = W + [B, -B0] [A; A0]: an exact rank-2r LoRA with scale 1."""
+    up = torch.cat([parts["lora_B"].float(), -parts["lora_B0"].float()], dim=1)
+    return up, torch.cat([parts["lora_A"].float(), parts["lora_A0"].float()], dim=0), 1.0
+
+
 def apply_delta(w: torch.Tensor, parts: dict, config: dict, sign: int = 1) -> torch.Tensor:
     """On the ORIGINAL base: W - B0 A0 + B A (unmerge: W' - B A + B0 A0), fp32."""
     p = {k: v.float() for k, v in parts.items()}
@@ -110,5 +121,6 @@ METHOD = LinearMethod(
     keys={"svd_niter": None, "lora_dropout": 0.0, "dropout": 0.0},
     options=parse_options, make_layer=make_layer,
     suffixes=("lora_A", "lora_B", "lora_A0", "lora_B0"), fits=fits, apply_delta=apply_delta,
+    low_rank=low_rank, low_rank_kind="exact (rank 2r)", hf_peft=peft_lora("pissa"),
     summary="PiSSA: LoRA whose factors start at the top-r singular triplets of W (scale 1)",
 ).method()

@@ -116,14 +116,9 @@ class QuantizedBase:
             n += s.state2.absmax.numel() * s.state2.absmax.element_size()
         return n
 
-    def load_adapter_tensors(self, tensors):
-        # PiSSA: new initial factors change the residual; requantize it from the original W.
-        if "lora_A0" in tensors or "lora_B0" in tensors:
-            w = self.original_weight()
-            a0 = tensors.get("lora_A0", self.lora_A0).float()
-            b0 = tensors.get("lora_B0", self.lora_B0).float()
-            self._store((w - b0 @ a0).to(self.weight_dtype))
-        AdaptedLinear.load_adapter_tensors(self, tensors)
+    def set_frozen_weight(self, w: torch.Tensor) -> None:
+        # a new frozen weight (PiSSA's residual for loaded factors) is requantized
+        self._store(w.to(self.weight_dtype))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

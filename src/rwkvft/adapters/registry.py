@@ -2,7 +2,7 @@
 
 Built-in methods are registered below, one line each; `register` adds one at run time (a
 plug-in, or a test's throw-away method), and every consumer (`--peft` choices, parse_peft,
-inject, checkpoint.merge, `rwkvft merge`, bench) sees it without any other edit.
+inject, adapters.merge, `rwkvft merge`, bench) sees it without any other edit.
 """
 from __future__ import annotations
 

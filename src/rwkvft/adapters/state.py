@@ -13,6 +13,8 @@ peft_config keys (defaults in brackets):
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -58,8 +60,6 @@ def _prompt_tokens(d: dict) -> list[int] | None:
 
 def initial_states(model: nn.Module, cfg) -> dict:
     """{blocks.i.att.time_state: (H,N,N)}: zeros, or the WKV state after cfg.prompt_tokens."""
-    # models.time_state is imported here: checkpoint.merge imports the registry, and
-    # `import rwkvft.checkpoint` must load only the model schema (tests/test_layering.py)
     from ..models.time_state import time_state_key
     c = model.config
     if cfg.init == "zero":
@@ -102,9 +102,48 @@ def wrap_frozen_linears(model: nn.Module) -> int:
     return len(names)
 
 
-# wraps no Linear, so no fits/apply_delta: checkpoint.merge has its own path for a state
-# (checkpoint.state_export.merge_state_adapter: RWKV-6/5 bases only)
+# ---------------------------------------------------------------- interop
+def merge_state_adapter(base_sd: dict, adapter_sd: dict, config: dict, merge_rest) -> dict:
+    """Base + state adapter -> the base (with any train_parts merged by `merge_rest`) plus the
+    time_state tensors in fp32, as RWKV-PEFT's merge_state writes them."""
+    from ..models.schema import infer_config
+    from ..models.time_state import check_time_states, is_time_state_key
+    states = {k: v for k, v in adapter_sd.items() if is_time_state_key(k)}
+    rest = {k: v for k, v in adapter_sd.items() if k not in states}
+    check_time_states(states, infer_config(base_sd), "the adapter")
+    merged = merge_rest(base_sd, rest)
+    merged.update({k: v.float() for k, v in states.items()})
+    return merged
+
+
+def refuse_baked_x070(version: str) -> None:
+    """The rwkv pip package 0.8.32 reads time_state from a model .pth only in its v5/v6 class
+    (RWKV_x070 loads the key and never uses it), so a baked RWKV-7 model would run stateless."""
+    if version == "x070":
+        raise UserError("an RWKV-7 model file cannot carry a state (the rwkv package and Runner "
+                        "ignore time_state there); write a state file instead: rwkvft export "
+                        "--format runner-state or ai00-state")
+
+
+@contextlib.contextmanager
+def state_off(model: nn.Module):
+    """The reference of a state-tuned model: sequences start from zeros again."""
+    saved = [b.att.time_state for b in model.blocks]
+    for b in model.blocks:
+        b.att.time_state = None
+    try:
+        yield model
+    finally:
+        for b, t in zip(model.blocks, saved):
+            b.att.time_state = t
+
+
+# Wraps no Linear, so no fits/apply_delta: its own merge (base + time_state, RWKV-6/5 model
+# files only: check_merged) and its own state file formats (carries_state).
 METHOD = PeftMethod(name="state", keys={"init": "zero", "prompt": None, "prompt_tokens": None},
                     parse=parse_state_config, inject=inject_state, suffixes=("time_state",),
-                    default_lr=DEFAULT_LR,
+                    default_lr=DEFAULT_LR, carries_state=True, merge=merge_state_adapter,
+                    check_merged=refuse_baked_x070, reference=state_off,
+                    cannot="a state adapter holds an initial WKV state, not a weight update: "
+                           "export it with --format runner-state or ai00-state",
                     summary="state tuning: a trainable initial WKV state per layer, nothing else")

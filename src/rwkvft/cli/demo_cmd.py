@@ -62,7 +62,7 @@ def _remove_demo_files(out: Path) -> None:
 def run(args) -> int:
     import torch
 
-    from ..checkpoint.rwkv_format import write_state_dict
+    from ..formats import write_state_dict
     from ..config import TrainConfig, validate
     from ..models.init import init_state_dict, new_config
     from ..training.run import train
@@ -122,7 +122,7 @@ def _print_epochs(result) -> None:
 
 def _generate(model_path: Path, prompt: str, seed: int) -> None:
     from ..data.tokenizer import WorldTokenizer
-    from ..models import load_model
+    from ..formats import load_model
     from .generate_cmd import stream_tokens
 
     tok = WorldTokenizer()

@@ -95,7 +95,7 @@ def _models(args, base_sd):
     from ..models import model_from_state_dict
     out = []
     if args.base is not None:
-        from ..checkpoint import read_state_dict
+        from ..formats import read_state_dict
         out.append(("base", model_from_state_dict(read_state_dict(args.base))))
         adapted = True
     else:
@@ -105,7 +105,7 @@ def _models(args, base_sd):
     if adapted:
         sd = base_sd
         if args.adapter is not None:
-            from ..checkpoint.merge import merge_adapter_file
+            from ..formats import merge_adapter_file
             sd, _, _ = merge_adapter_file(base_sd, args.adapter, args.lora_alpha)
         model = model_from_state_dict(sd)
         if args.state is not None:
@@ -119,11 +119,10 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..checkpoint import read_state_dict
-    from ..checkpoint.rwkv_format import infer_config
     from ..data.datasets import read_data
     from ..training.evaluation import EvalResult, evaluate
     from ..data.from_flags import data_config
+    from ..formats import infer_config, read_state_dict
     from ..training.validation import val_samples_from
 
     if args.compare and args.adapter is None and args.state is None and args.base is None:

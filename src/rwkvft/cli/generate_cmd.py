@@ -78,11 +78,11 @@ def stream_tokens(model, prompt_ids: list[int], max_tokens: int, temperature: fl
 
 
 def _load(model_path, adapter_path, lora_alpha):
-    from ..models import load_model, model_from_state_dict
+    from ..formats import load_model
+    from ..models import model_from_state_dict
     if adapter_path is None:
         return load_model(model_path)
-    from ..checkpoint import read_state_dict
-    from ..checkpoint.merge import merge_adapter_file
+    from ..formats import merge_adapter_file, read_state_dict
     merged, _, _ = merge_adapter_file(read_state_dict(model_path), adapter_path, lora_alpha)
     return model_from_state_dict(merged)
 

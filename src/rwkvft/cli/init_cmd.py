@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out} is a directory; give a file name such as {out}/rwkv-init.pth")
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
-    from ..checkpoint import write_state_dict
+    from ..formats import write_state_dict
     from ..models.init import init_state_dict, new_config
     cfg = new_config(args.n_layer, args.n_embd, args.vocab_size, args.head_size)
     sd = init_state_dict(cfg, seed=args.seed)

@@ -2,7 +2,7 @@
 
 Models (official .pth / .safetensors, Ai00 .st, HF RWKV-7 folders) print their architecture;
 adapters (ours, RWKV-PEFT's, HF peft folders, Ai00 LoRA files) their method and sizes; state
-files their layers and heads. `rwkvft.checkpoint.identify` tells the kinds apart.
+files their layers and heads. `rwkvft.formats.identify` (the format registry) tells the kinds apart.
 """
 from __future__ import annotations
 
@@ -16,28 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model, adapter or state file (.pth, .safetensors, .st, .state) "
                                       "or a Hugging Face model / HF peft adapter folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def describe(sd) -> dict:
-    """Architecture, sizes and storage facts of a state dict."""
-    from ..models.schema import infer_config
-    cfg = infer_config(sd)
-    info = {
-        "version": cfg.version, "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
-        "head_size": cfg.head_size, "n_head": cfg.n_head, "vocab_size": cfg.vocab_size,
-        "dim_ffn": cfg.dim_ffn, "d_decay": cfg.d_decay,
-    }
-    if cfg.version == "x070":
-        info.update({"d_aaa": cfg.d_aaa, "d_mv": cfg.d_mv, "d_gate": cfg.d_gate,
-                     "layer0_v": cfg.layer0_v})
-    elif cfg.version == "x060":
-        info["d_mix"] = cfg.d_mix
-    info.update({
-        "parameters": sum(t.numel() for t in sd.values()),
-        "tensors": len(sd),
-        "dtypes": sorted({str(t.dtype).replace("torch.", "") for t in sd.values()}),
-    })
-    return info
 
 
 def _text(info: dict) -> str:
@@ -79,7 +57,7 @@ def _kind_text(info: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint.identify import identify
+    from ..formats import identify
     info = identify(args.model)
     if args.json:
         if info["kind"] == "model":   # plain models keep the original JSON fields

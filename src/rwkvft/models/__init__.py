@@ -1,8 +1,8 @@
 """RWKV models: the schema (`models.schema`), the modules (rwkv7, rwkv6) and their construction
-(`models.build`: build_model, load_model, model_from_state_dict, to_module_shapes).
+(`models.build`: build_model, model_from_state_dict, to_module_shapes). Reading model files is
+rwkvft.formats (a higher layer): `formats.load_model(path)`.
 
-Importing this package loads only the schema, so `rwkvft.checkpoint` (file I/O), which needs
-the schema, does not pull in the model code; `models.build` reads files through it.
+Importing this package loads only the schema; the module code comes on first use.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import importlib
 
 from .schema import ModelConfig
 
-_BUILD = ("build_model", "load_model", "model_from_state_dict", "to_module_shapes")
+_BUILD = ("build_model", "model_from_state_dict", "to_module_shapes")
 
 
 def __getattr__(name):

@@ -1,9 +1,9 @@
-"""Model construction: build from a ModelConfig, or load an official checkpoint file."""
+"""Model construction: build from a ModelConfig, or from an official state dict (reading files
+is rwkvft.formats: formats.load_model)."""
 from __future__ import annotations
 
 import torch
 
-from ..checkpoint.rwkv_format import read_state_dict
 from ..errors import UserError
 from .rwkv6 import RWKV6
 from .rwkv7 import RWKV7
@@ -21,12 +21,6 @@ def build_model(cfg: ModelConfig, op: str = "chunked", grad_cp: bool = False):
         raise UserError(f"unknown model version {cfg.version!r}; rwkvft runs x070 (RWKV-7), "
                         f"x060 (RWKV-6) and x052 (RWKV-5.2) models")
     return cls(cfg, op=op, grad_cp=grad_cp)
-
-
-def load_model(path, device="cpu", dtype=None, op: str = "chunked", grad_cp: bool = False):
-    """Load an official checkpoint (.pth / .safetensors) as an nn.Module in `dtype` (fp32 default)."""
-    return model_from_state_dict(read_state_dict(path), device=device, dtype=dtype, op=op,
-                                 grad_cp=grad_cp)
 
 
 def model_from_state_dict(sd, device="cpu", dtype=None, op: str = "chunked", grad_cp: bool = False):

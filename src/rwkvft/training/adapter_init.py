@@ -10,41 +10,46 @@ from __future__ import annotations
 
 import torch
 
+from ..adapters import registry
 from ..errors import UserError
-
-_ADAPTER_LOCALS = ("miss", "lora_A", "lora_B", "lora_A0", "lora_B0")
-
-
-def _describe(method, mode) -> str:
-    return f"{method} {mode}" if method == "miss" else str(method)
 
 
 def _check_same_method(acfg, config: dict, path) -> None:
-    got = (config.get("method"), config.get("mode", "default") if config.get("method") == "miss" else "")
-    want = (acfg.method, acfg.mode if acfg.method == "miss" else "")
-    if got != want:
-        raise UserError(f"--adapter_init {path} is a {_describe(*got)} adapter but --peft/--peft_config "
-                        f"ask for {_describe(*want)}; pass the method and mode it was trained with")
-    alpha = config.get("alpha")
-    if acfg.method == "lora" and alpha is not None and float(alpha) != acfg.alpha:
+    """The file's method and options must be what --peft / --peft_config ask for (each
+    method's own label says which options matter, e.g. MiSS's mode; its alpha_key the alpha)."""
+    method = registry.get(acfg.method)
+    try:
+        saved = registry.get(config.get("method"))
+    except UserError:
+        saved = None
+    got = saved.describe(config) if saved is not None else str(config.get("method"))
+    want = method.describe(acfg)
+    if saved is not method or got != want:
+        raise UserError(f"--adapter_init {path} is a {got} adapter but --peft/--peft_config "
+                        f"ask for {want}; pass the method and mode it was trained with")
+    key = method.alpha_key
+    alpha = config.get(key) if key else None
+    if alpha is not None and float(alpha) != getattr(acfg, key):
         raise UserError(f"--adapter_init {path} was trained with lora_alpha {alpha:g}, --peft_config "
-                        f"gives {acfg.alpha:g}; pass \"lora_alpha\": {alpha:g} to continue it")
+                        f"gives {getattr(acfg, key):g}; pass \"lora_alpha\": {alpha:g} to continue it")
 
 
 def load_adapter_init(model, acfg, path, base_sd) -> str:
     """Load the adapter at `path` into the injected model; returns the log line."""
     from ..adapters import load_adapter_state
-    from ..checkpoint.adapter_io import check_fingerprint, read_adapter
+    from ..adapters.fingerprint import check_fingerprint
+    from ..formats import read_adapter
 
     sd, config = read_adapter(path)
     check_fingerprint(config.get("base"), base_sd)
     _check_same_method(acfg, config, path)
-    n_adapter = sum(1 for k in sd if k.rpartition(".")[2] in _ADAPTER_LOCALS)
+    own = registry.get(acfg.method).suffixes
+    n_adapter = sum(1 for k in sd if k.rpartition(".")[2] in own)
     if not n_adapter:
         raise UserError(f"--adapter_init {path} holds no adapter matrices; point it at a trained adapter")
     params = dict(model.named_parameters())
     filled = {k: p.detach().clone() for k, p in params.items()
-              if p.requires_grad and k not in sd and k.rpartition(".")[2] not in _ADAPTER_LOCALS}
+              if p.requires_grad and k not in sd and k.rpartition(".")[2] not in own}
     with torch.no_grad():
         load_adapter_state(model, {**filled, **sd})
     return (f"adapter_init: loaded {len(sd)} tensors ({n_adapter} adapter matrices) from {path}"

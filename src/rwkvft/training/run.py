@@ -172,8 +172,8 @@ def resolve_wkv_op(cfg: TrainConfig, acc: str, version: str) -> str:
 
 def load_base(cfg: TrainConfig):
     """Step 2: (base state dict as read (mmap), its ModelConfig, an fp32 model holding it)."""
-    from ..checkpoint.rwkv_format import read_state_dict
-    from ..models.build import load_model
+    from ..formats import read_state_dict
+    from ..formats import load_model
     from ..models.schema import check_against, infer_config
 
     base_sd = read_state_dict(cfg.load_model)
@@ -277,7 +277,7 @@ def adapter_init(cfg: TrainConfig, model, peft: AdapterConfig, base_sd) -> str:
 
 
 def fingerprint_of(base_sd) -> dict:
-    from ..checkpoint.adapter_io import fingerprint
+    from ..adapters.fingerprint import fingerprint
     return fingerprint(base_sd)
 
 
@@ -304,7 +304,7 @@ class AdapterSaver:
     def __call__(self, label, track: bool = True) -> Path:
         """Write rwkv-{label} (label: epoch number, "step{S}" or "best"; track=False for best,
         which is not "the adapter" of the run)."""
-        from ..checkpoint.adapter_io import save_adapter
+        from ..formats import save_adapter
         path = self.plan.proj / f"rwkv-{label}.{self.plan.cfg.adapter_format}"
         try:
             save_adapter(path, self.tensors(), self.plan.peft, self.base_fp)
@@ -448,8 +448,8 @@ def _report_interrupt(cfg: TrainConfig, log, result, name: str) -> None:
 
 
 def merge_to_file(base_sd, adapter_sd, acfg, output):
-    from ..checkpoint.merge import merge_state_dict
-    from ..checkpoint.rwkv_format import write_state_dict
+    from ..adapters.merge import merge_state_dict
+    from ..formats import write_state_dict
 
     adapter_sd = {k: v.detach().float().cpu() for k, v in adapter_sd.items()}
     merged = merge_state_dict(base_sd, adapter_sd, acfg)

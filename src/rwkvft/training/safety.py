@@ -93,10 +93,11 @@ def check_merge_output(cfg) -> None:
 
 def check_state_merge(peft, cfg, version: str) -> None:
     """--peft state --merge_output on an RWKV-7 base is refused before training (a baked
-    RWKV-7 state would be ignored by runtimes; checkpoint.state_export says why)."""
-    if peft.method == "state" and cfg.merge_output:
-        from ..checkpoint.state_export import refuse_baked_x070
-        refuse_baked_x070(version)
+    RWKV-7 state would be ignored by runtimes: the method's check_merged says why)."""
+    from ..adapters import registry
+    check = registry.get(peft.method).check_merged
+    if check is not None and cfg.merge_output:
+        check(version)
 
 
 def _data_files(cfg) -> list[Path]:

@@ -9,8 +9,7 @@ import torch
 from conftest import rel_err
 from export_helpers import HF_SIZE, IDX, logits_of, normal_modes, snapshot, write_pair
 from export_helpers import umask022  # noqa: F401 (an autouse fixture)
-from rwkvft.checkpoint.merge import merge_state_dict
-from rwkvft.checkpoint.rwkv_format import read_state_dict
+from rwkvft.formats import merge_state_dict, read_state_dict
 from rwkvft.cli import main
 
 import rwkv7_hf  # noqa: E402  test dependency (pyproject [test]); missing = failure
@@ -40,7 +39,7 @@ def test_hf_folder_loads_in_rwkv7_hf_with_our_logits(tmp_path, capsys):
     ours = logits_of(model)
     assert rel_err(hf_logits(out), ours) <= 1e-4
     # and the folder reads back as the merged official state dict
-    from rwkvft.checkpoint.adapter_io import read_adapter
+    from rwkvft.formats import read_adapter
     asd, config = read_adapter(adapter)
     merged = merge_state_dict(base_sd, asd, config)
     back = read_state_dict(out)

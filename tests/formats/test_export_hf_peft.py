@@ -12,9 +12,7 @@ from conftest import rel_err
 from export_helpers import (
     HF_SIZE, IDX, logits_of, model_from, normal_modes, snapshot, tiny_base, write_pair)
 from export_helpers import umask022  # noqa: F401 (an autouse fixture)
-from rwkvft.checkpoint.hf_export import write_hf_folder
-from rwkvft.checkpoint.merge import merge_state_dict
-from rwkvft.checkpoint.rwkv_format import read_state_dict
+from rwkvft.formats import merge_state_dict, read_state_dict, write_hf_folder
 from rwkvft.cli import main
 
 import peft  # noqa: E402  test dependencies (pyproject [test]); missing = failure
@@ -42,7 +40,7 @@ def test_peft_model_from_pretrained_gives_our_adapted_logits(tmp_path, method, c
         theirs = peft_model(input_ids=IDX).logits.float()
     assert rel_err(theirs, logits_of(model)) <= 1e-4
     # and the folder imports back: merging it gives our merge
-    from rwkvft.checkpoint.adapter_io import read_adapter
+    from rwkvft.formats import read_adapter
     ours = merge_state_dict(base_sd, *read_adapter(adapter))
     back = merge_state_dict(base_sd, *read_adapter(out))
     for k in ours:

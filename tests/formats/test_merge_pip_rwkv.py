@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from rwkvft.adapters import adapter_state_dict, inject, parse_peft
-from rwkvft.checkpoint.adapter_io import fingerprint, save_adapter
-from rwkvft.checkpoint.rwkv_format import read_state_dict, write_state_dict
+from rwkvft.formats import fingerprint, load_model, read_state_dict, save_adapter, write_state_dict
 from rwkvft.cli import main
-from rwkvft.models import build_model, load_model
+from rwkvft.models import build_model
 from rwkvft.models.init import init_state_dict, new_config, perturb_state_dict
 
 TOKENS = [5, 17, 33, 2, 91, 64, 8, 40, 11, 0, 96]

@@ -12,11 +12,9 @@ only hold tensors of those layers; every other layer is returned untouched (bit-
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..adapters import registry
+from . import registry
 from ..errors import UserError
 from ..models.schema import layer_of
 
@@ -103,29 +101,12 @@ def _apply(base_sd: dict, adapter_sd: dict, config: dict, sign: int) -> dict:
 
 def merge_state_dict(base_sd: dict, adapter_sd: dict, config: dict) -> dict:
     """Base + adapter -> merged state dict (base keys and shapes; merged weights in fp32).
-    A state adapter adds its time_state tensors instead (checkpoint.state_export)."""
+    A method with its own merge (state: base + time_state) does it its way."""
     config = _as_dict(config)
-    if config.get("method") == "state":
-        from .state_export import merge_state_adapter
-        return merge_state_adapter(base_sd, adapter_sd, config, lambda b, a, c: _apply(b, a, c, +1))
+    method = _method(config)
+    if method.merge is not None:
+        return method.merge(base_sd, adapter_sd, config, lambda b, a: _apply(b, a, config, +1))
     return _apply(base_sd, adapter_sd, config, +1)
-
-
-def merge_adapter_file(base_sd: dict, adapter_path, lora_alpha: float | None = None):
-    """Read an adapter (ours or RWKV-PEFT's), check it fits `base_sd`, return (merged, config)."""
-    from .adapter_io import check_fingerprint, read_adapter
-
-    adapter_sd, config = read_adapter(adapter_path)
-    if lora_alpha is not None:
-        if config.get("method") != "lora":
-            raise UserError(f"--lora_alpha applies to LoRA adapters only; this one is "
-                            f"{config.get('method')}: drop the flag")
-        if not (math.isfinite(lora_alpha) and lora_alpha > 0):
-            raise UserError(f"--lora_alpha must be a positive number, got {lora_alpha:g}; "
-                            f"pass the lora_alpha used for training")
-        config = dict(config, alpha=lora_alpha)
-    check_fingerprint(config.get("base"), base_sd)
-    return merge_state_dict(base_sd, adapter_sd, config), config, adapter_sd
 
 
 def unmerge_state_dict(merged_sd: dict, adapter_sd: dict, config: dict) -> dict:
@@ -136,36 +117,3 @@ def unmerge_state_dict(merged_sd: dict, adapter_sd: dict, config: dict) -> dict:
 
 def _as_dict(config) -> dict:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
-
-
-# ---------------------------------------------------------------- Ai00 / web-rwkv safetensors
-# The conversion of Ai00's convert_safetensors.py (spec rwkv_arch.md §8.3): lower-case keys,
-# renames, fp16, and the last two dims of the "x @ w" matrices transposed (substring test, as
-# the script does it).
-_AI00_RENAMES = (("time_faaaa", "time_first"), ("time_maa", "time_mix"),
-                 ("lora_A", "lora.0"), ("lora_B", "lora.1"))
-_AI00_TRANSPOSED = ("time_mix_w1", "time_mix_w2", "time_decay_w1", "time_decay_w2", "w1", "w2",
-                    "a1", "a2", "g1", "g2", "v1", "v2", "time_state", "lora.0")
-
-
-def ai00_key(key: str, ndim: int) -> tuple[str, bool]:
-    """(Ai00 name of an official key, whether its last two dims are transposed there)."""
-    for old, new in _AI00_RENAMES:
-        key = key.replace(old, new)
-    key = key.lower()
-    return key, ndim >= 2 and any(s in key for s in _AI00_TRANSPOSED)
-
-
-def ai00_state_dict(sd: dict) -> dict:
-    """Official state dict -> the tensors Ai00 loads from a .st file (fp16, contiguous, owned)."""
-    out = {}
-    for k, t in sd.items():
-        k, transposed = ai00_key(k, t.dim())
-        if transposed:
-            t = t.transpose(-2, -1)
-        t = t.detach().to("cpu", torch.float16).contiguous().clone()
-        if not torch.isfinite(t).all():
-            raise UserError(f"tensor {k} overflows fp16 (|x| > 65504), which Ai00 requires; "
-                            f"write --format pth instead")
-        out[k] = t
-    return out

@@ -7,10 +7,9 @@ import os
 import pytest
 import torch
 
-from rwkvft.checkpoint import read_state_dict, write_state_dict
+from rwkvft.formats import load_model, read_state_dict, write_state_dict
 from rwkvft.models.schema import check_against, infer_config, x070_shapes
 from rwkvft.errors import UserError
-from rwkvft.models import load_model
 from rwkvft.models.config import ModelConfig
 from rwkvft.models.init import new_config
 

@@ -8,9 +8,8 @@ import torch
 
 from rwkvft.adapters import adapter_state_dict, inject, parse_peft
 from rwkvft.adapters.miss import bat_delta
-from rwkvft.checkpoint.adapter_io import fingerprint, read_adapter, save_adapter
-from rwkvft.checkpoint.merge import merge_state_dict, unmerge_state_dict
-from rwkvft.checkpoint.rwkv_format import read_state_dict, write_state_dict
+from rwkvft.formats import (fingerprint, merge_state_dict, read_adapter, read_state_dict, save_adapter,
+                             unmerge_state_dict, write_state_dict)
 from rwkvft.cli import main
 from rwkvft.errors import UserError
 from rwkvft.models import build_model

@@ -1,4 +1,5 @@
-"""Hugging Face RWKV-7 model folders (`rwkvft export --format hf`), and reading them back.
+"""Hugging Face RWKV-7 model folders in the fla-hub / rwkv7-hf layout (`rwkvft export --format hf
+--layout fla`, the default), and reading them back.
 
 Names and shapes of fla-hub's RWKV-7 / the `rwkv7-hf` package (spec runtime_formats.md; fla
 `utils/convert_from_rwkv7.py`, rwkv7-hf `converter.translate_name`): emb -> model.embeddings,
@@ -12,16 +13,19 @@ The folder holds config.json (model_type rwkv7), generation_config.json, model.s
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 
 import torch
 
+from ..adapters.merge import merge_state_dict
+from ..adapters.registry import get as method_of
 from ..errors import UserError
+from ..models.schema import infer_config
 from ..utils import atomic_dir
-from .export_common import checked_merge, method_label
+from .common import official_order, read_json, write_json
+from .registry import Format, register
 
 _PROJ = {"receptance": "r_proj", "key": "k_proj", "value": "v_proj", "output": "o_proj", "ln_x": "g_norm"}
 _BLOCK = {"att": "attn", "ffn": "ffn", "ln0": "pre_norm", "ln1": "attn_norm", "ln2": "ffn_norm"}
@@ -95,16 +99,11 @@ def _write_tokenizer(folder: Path, vocab_size: int) -> None:
     shutil.copyfile(_vocab_path(), folder / VOCAB_FILE)
     tok = {"tokenizer_class": "RWKV7Tokenizer", "model_vocab_size": vocab_size,
            "pad_token": "<|padding|>", "eos_token": "<|endoftext|>", "errors": "replace"}
-    _json(folder / "tokenizer_config.json", tok)
-    _json(folder / "special_tokens_map.json", {"pad_token": "<|padding|>", "eos_token": "<|endoftext|>"})
-
-
-def _json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    write_json(folder / "tokenizer_config.json", tok)
+    write_json(folder / "special_tokens_map.json", {"pad_token": "<|padding|>", "eos_token": "<|endoftext|>"})
 
 
 def require_rwkv7(sd: dict, what: str):
-    from .rwkv_format import infer_config
     cfg = infer_config(sd)
     if cfg.version != "x070":
         names = {"x060": "RWKV-6 (x060)", "x052": "RWKV-5.2 (x052)"}
@@ -123,18 +122,19 @@ def write_hf_folder(sd: dict, output: Path) -> None:
     tensors = hf_state_dict(sd, cfg, dtype)
     with atomic_dir(output) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        _json(tmp / "config.json", hf_config(cfg, dtype))
-        _json(tmp / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 0, "pad_token_id": 0})
+        write_json(tmp / "config.json", hf_config(cfg, dtype))
+        write_json(tmp / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 0, "pad_token_id": 0})
         _write_tokenizer(tmp, cfg.vocab_size)
 
 
 def write_hf(base_sd: dict, adapter_sd: dict, adapter_config: dict, output: Path) -> list[str]:
     """Merge the adapter into the base and write the HF folder (base dtype)."""
     require_rwkv7(base_sd, "--format hf")
-    merged = checked_merge(base_sd, adapter_sd, adapter_config)
+    merged = merge_state_dict(base_sd, adapter_sd, adapter_config)
     dtype = base_sd["emb.weight"].dtype
     write_hf_folder({k: v.to(dtype) for k, v in merged.items()}, output)
-    return [f"wrote Hugging Face RWKV-7 folder {output} ({method_label(adapter_config)} adapter merged, "
+    label = method_of(adapter_config["method"]).describe(adapter_config)
+    return [f"wrote Hugging Face RWKV-7 folder {output} ({label} adapter merged, "
             f"{str(dtype).replace('torch.', '')})",
             *_eps_note(base_sd),
             "load it with: pip install rwkv7-hf; python -c \"from rwkv7_hf import RWKV7ForCausalLM, "
@@ -176,7 +176,10 @@ def official_name(hf: str) -> tuple[str, bool]:
 def _weights_files(folder: Path) -> list[Path]:
     index = folder / (WEIGHTS_FILE + ".index.json")
     if index.exists():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json(index, "a sharded model folder").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise UserError(f"{index} has no weight_map object; re-export the folder")
+        names = sorted({str(v) for v in weight_map.values()})
         return [folder / n for n in names]
     if (folder / WEIGHTS_FILE).exists():
         return [folder / WEIGHTS_FILE]
@@ -192,10 +195,7 @@ def read_hf_folder(folder) -> dict:
     if not cfg_path.exists():
         raise UserError(f"{folder} is a folder without config.json; pass a model file (.pth, "
                         f".safetensors, .st) or a Hugging Face model folder")
-    try:
-        model_type = json.loads(cfg_path.read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise UserError(f"{cfg_path} is not a valid JSON config ({e}); re-export the folder") from None
+    model_type = read_json(cfg_path, "a Hugging Face model folder").get("model_type")
     if model_type != "rwkv7":
         raise UserError(f"HF folder {folder} holds a {model_type!r} model (config.json model_type); "
                         f"rwkvft reads RWKV-7 folders (model_type 'rwkv7') or official RWKV files only")
@@ -220,5 +220,15 @@ def _to_official(sd: dict, folder: Path) -> dict:
         if t.dim() == 1 and not key.endswith((".weight", ".bias")) and local != "r_k":
             t = t.reshape(1, 1, -1)   # official (1, 1, C) vectors
         out[key] = t.contiguous()
-    from .rwkv_format import _official_order
-    return {k: out[k] for k in _official_order(out)}
+    return {k: out[k] for k in official_order(out)}
+
+
+def is_fla_folder(path: Path) -> bool:
+    """A model folder (config.json) that is not the HF-native layout (hf_native claims those)."""
+    return path.is_dir() and (path / "config.json").exists()
+
+
+FORMAT = register(Format(
+    name="hf", kind="model", output="folder", needs="weights",
+    what="Hugging Face RWKV-7 model folder (merged; fla-hub / rwkv7-hf names, tokenizer files)",
+    recognise=is_fla_folder, read=read_hf_folder, export=lambda b, a, c, out, opts: write_hf(b, a, c, out)))

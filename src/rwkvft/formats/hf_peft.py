@@ -17,15 +17,17 @@ from pathlib import Path
 
 import torch
 
+from ..adapters.merge import merge_state_dict
+from ..adapters.registry import get as method_of
 from ..errors import UserError
 from ..utils import atomic_dir
-from .export_common import checked_merge, low_rank_factors, method_label, split_adapter
-from .hf_export import hf_name, official_name, require_rwkv7
+from .common import load_safetensors, read_json
+from .hf_fla import hf_name, official_name, require_rwkv7
+from .registry import Format, register
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."
-_INIT_WEIGHTS = {"default": True, "bat": "bat", "mini": "mini"}
 _MODES = {True: "default", False: "default", "bat": "bat", "mini": "mini"}
 
 
@@ -34,50 +36,22 @@ def _hf_module(prefix: str) -> str:
     return hf_name(prefix + ".weight")[0][:-len(".weight")]
 
 
-def _miss(groups: dict, config: dict) -> tuple[dict, dict]:
-    mode = config.get("mode", "default")
-    if mode == "bat_in":
-        raise UserError("MiSS bat_in (RWKV-PEFT's input-block bat) has no HF peft equivalent (peft's "
-                        "bat blocks by output rows); export the merged model with --format hf")
-    tensors = {f"{PREFIX}{_hf_module(p)}.miss_block": parts["miss"] for p, parts in groups.items()}
-    peft = {"peft_type": "MISS", "r": int(config["r"]), "miss_dropout": float(config.get("dropout", 0.0)),
-            "mini_r": int(config.get("mini_r") or 1), "init_weights": _INIT_WEIGHTS[mode]}
-    return tensors, peft
-
-
-def _lora(groups: dict, config: dict, base_sd: dict) -> tuple[dict, dict]:
-    tensors, ranks = {}, set()
-    for p, parts in groups.items():
-        up, down, scale = low_rank_factors(parts, config, base_sd[p + ".weight"], "HF peft")
-        module = PREFIX + _hf_module(p)
-        tensors[f"{module}.lora_A.weight"], tensors[f"{module}.lora_B.weight"] = down, up
-        ranks.add((down.shape[0], scale * down.shape[0]))
-    if len(ranks) != 1:   # LoraConfig has one r / alpha (inject uses one config, so ours agree)
-        raise UserError(f"the adapter's layers have different ranks / alphas {sorted(ranks)}; "
-                        f"export the merged model with --format hf")
-    (r, alpha), = ranks
-    peft = {"peft_type": "LORA", "r": r, "lora_alpha": alpha,
-            "lora_dropout": float(config.get("dropout", 0.0)), "fan_in_fan_out": False,
-            "use_rslora": False, "use_dora": False, "init_lora_weights": True,
-            "rank_pattern": {}, "alpha_pattern": {}}
-    return tensors, peft
-
-
 def hf_peft_adapter(base_sd: dict, adapter_sd: dict, config: dict) -> tuple[dict, dict]:
-    """(adapter_model tensors, adapter_config dict) for the HF model of `base_sd`."""
+    """(adapter_model tensors, adapter_config dict) for the HF model of `base_sd`; the method's
+    own `hf_peft` says which peft adapter it is (MiSS: MISS; LoRA / PiSSA: LORA)."""
+    method = method_of(config.get("method"))
     require_rwkv7(base_sd, "--format hf-peft")
-    checked_merge(base_sd, adapter_sd, config)
-    groups, full = split_adapter(adapter_sd)
+    merge_state_dict(base_sd, adapter_sd, config)     # every fit / shape / NaN check
+    groups, full = split_adapter(adapter_sd, method)
     if full:
         raise UserError(f"this adapter also trains full tensors ({sorted(full)[0]}, ... from "
                         f"train_parts), which an HF peft adapter cannot carry; export the merged "
                         f"model with --format hf instead")
     if not groups:
-        raise UserError("this adapter has no adapter matrices (method none); nothing to export")
-    if config.get("method") == "miss":
-        tensors, peft = _miss(groups, config)
-    else:
-        tensors, peft = _lora(groups, config, base_sd)
+        raise UserError(f"this {method.describe(config)} adapter has no adapter matrices; nothing to export")
+    by_prefix, peft = method.hf_peft(groups, config, base_sd)
+    tensors = {f"{PREFIX}{_hf_module(p)}.{param}": t for p, params in by_prefix.items()
+               for param, t in params.items()}
     targets = sorted({".".join(_hf_module(p).split(".")[-2:]) for p in groups})
     peft.update(task_type="CAUSAL_LM", target_modules=targets, bias="none", modules_to_save=None,
                 layers_to_transform=None, layers_pattern=None, base_model_name_or_path=None,
@@ -92,10 +66,24 @@ def write_hf_peft(base_sd: dict, adapter_sd: dict, adapter_config: dict, output:
     with atomic_dir(output) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(peft, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return [f"wrote HF peft adapter folder {output} ({method_label(adapter_config)} as peft "
+    label = method_of(adapter_config["method"]).describe(adapter_config)
+    return [f"wrote HF peft adapter folder {output} ({label} as peft "
             f"{peft['peft_type']}, {len(tensors)} tensors)",
             "use it on the --format hf folder of the same base: PeftModel.from_pretrained("
             f"RWKV7ForCausalLM.from_pretrained(HF_FOLDER), '{output}')"]
+
+
+def split_adapter(adapter_sd: dict, method) -> tuple[dict[str, dict], dict]:
+    """-> ({Linear prefix: {local name: fp32 tensor}}, {full tensor key: tensor})."""
+    groups: dict[str, dict] = {}
+    full = {}
+    for k, t in adapter_sd.items():
+        prefix, _, local = k.rpartition(".")
+        if local in method.suffixes:
+            groups.setdefault(prefix, {})[local] = t.float()
+        else:
+            full[k] = t
+    return groups, full
 
 
 # ---------------------------------------------------------------- read
@@ -104,11 +92,8 @@ def is_hf_peft_folder(path: Path) -> bool:
 
 
 def _read_config(folder: Path) -> dict:
-    try:
-        cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{folder / CONFIG_NAME} is not valid JSON ({e}); restore the adapter folder") from None
-    if not isinstance(cfg, dict) or "peft_type" not in cfg:
+    cfg = read_json(folder / CONFIG_NAME, "an HF peft adapter folder")
+    if "peft_type" not in cfg:
         raise UserError(f"{folder / CONFIG_NAME} has no peft_type; it is not an HF peft adapter folder")
     kind = str(cfg["peft_type"]).upper()
     if kind not in ("MISS", "LORA"):
@@ -124,10 +109,9 @@ def _read_config(folder: Path) -> dict:
 
 
 def _read_weights(folder: Path) -> dict:
-    from .rwkv_format import read_state_dict
     for name in (WEIGHTS_NAME, "adapter_model.bin"):
         if (folder / name).exists():
-            return read_state_dict(folder / name) if name.endswith(".safetensors") else \
+            return load_safetensors(folder / name) if name.endswith(".safetensors") else \
                 _read_bin(folder / name)
     raise UserError(f"HF peft adapter folder {folder} has no {WEIGHTS_NAME}; restore it")
 
@@ -176,5 +160,12 @@ def read_hf_peft(folder) -> tuple[dict, dict]:
     else:
         config = {"method": "lora", "r": int(cfg.get("r", 8)), "alpha": float(cfg.get("lora_alpha", 8)),
                   "dropout": float(cfg.get("lora_dropout", 0.0))}
-    config.update(targets=targets, train_parts=[], source="hf-peft")
+    config.update(targets=targets, train_parts=[], source="hf-peft", peft_type=str(cfg["peft_type"]))
     return sd, config
+
+
+FORMAT = register(Format(
+    name="hf-peft", kind="adapter", output="folder", needs="hf_peft",
+    what="HF peft adapter folder (MissConfig / LoraConfig) for the --format hf model of the base",
+    recognise=is_hf_peft_folder, read=read_hf_peft,
+    export=lambda b, a, c, out, opts: write_hf_peft(b, a, c, out)))

@@ -9,9 +9,9 @@ spec runtime_formats.md, web-rwkv `src/runtime/loader.rs` lora_matrices / LoraBl
   base tensor; those it loads as matrices (w1..g2, r_k, v6 time_*_w1/w2) are added, so they
   are written as deltas. emb and head are loaded without LoRA blending: they cannot go here.
 
-LoRA exports as it is (alpha = its lora_alpha); PiSSA as the rank-2r product [B, -B0][A; A0]
-with alpha = 2r; MiSS default/mini exactly as lora.1 = D^T, lora.0 = E^T (E the 0/1 shard
-tiling), alpha = r. MiSS bat depends on W and is refused.
+Each method's own `low_rank` gives its factors (LoRA as it is, alpha = its lora_alpha; PiSSA the
+rank-2r product [B, -B0][A; A0], alpha = 2r; MiSS default/mini exactly lora.1 = D^T, lora.0 =
+E^T, alpha = r); a method that declares none (state, full fine-tune, MiSS bat) is refused.
 """
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ from pathlib import Path
 
 import torch
 
+from ..adapters.merge import merge_state_dict
+from ..adapters.registry import get as method_of
 from ..errors import UserError
 from ..utils import atomic_path
-from .export_common import checked_merge, low_rank_factors, method_label, split_adapter
-from .merge import ai00_key
+from .ai00_model import ai00_key
+from .common import stats
+from .hf_peft import split_adapter
+from .registry import Format, register
 
 # Ai00 (.st) names, last component, that web-rwkv loads with load_matrix_f16 (blend = add).
 AI00_MATRICES = ("w1", "w2", "a1", "a2", "g1", "g2", "v1", "v2", "r_k",
@@ -52,11 +56,15 @@ def _full_tensors(full: dict, base_sd: dict) -> dict:
 
 def ai00_lora_tensors(base_sd: dict, adapter_sd: dict, config: dict) -> tuple[dict, float]:
     """({Ai00 name: fp16 tensor}, alpha for Config.toml)."""
-    checked_merge(base_sd, adapter_sd, config)
-    groups, full = split_adapter(adapter_sd)
+    method = method_of(config.get("method"))
+    merge_state_dict(base_sd, adapter_sd, config)     # every fit / shape / NaN check
+    groups, full = split_adapter(adapter_sd, method)
+    if not groups and not full:
+        raise UserError(f"this {method.describe(config)} adapter holds no tensors; an Ai00 "
+                        f"LoRA would change nothing: write the merged model instead (rwkvft merge --format st)")
     tensors, alphas = {}, set()
     for prefix, parts in sorted(groups.items()):
-        up, down, scale = low_rank_factors(parts, config, base_sd[prefix + ".weight"], "Ai00 LoRA")
+        up, down, scale = method.factors(parts, config, base_sd[prefix + ".weight"], "--format ai00-lora")
         alphas.add(scale * down.shape[0])   # Ai00 scales by alpha / rank
         tensors[f"{prefix.lower()}.lora.0"] = down.t()
         tensors[f"{prefix.lower()}.lora.1"] = up
@@ -82,7 +90,26 @@ def write_ai00_lora(base_sd: dict, adapter_sd: dict, adapter_config: dict, outpu
     with atomic_path(output) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     n = sum(1 for k in tensors if k.endswith(".lora.0"))
-    return [f"wrote Ai00 LoRA {output} ({method_label(adapter_config)}, {n} matrices, "
+    label = method_of(adapter_config["method"]).describe(adapter_config)
+    return [f"wrote Ai00 LoRA {output} ({label}, {n} matrices, "
             f"{len(tensors) - 2 * n} other tensors, fp16)",
             "add to Ai00's assets/configs/Config.toml (next to the base model it was trained on):",
             "[[lora]]", f'path = "{Path(output).resolve()}"', f"alpha = {alpha:g}"]
+
+
+def _describe(path: Path, sd: dict) -> dict:
+    ranks = sorted({int(t.shape[1]) for k, t in sd.items() if k.endswith(".lora.0")})
+    matrices = sum(1 for k in sd if k.endswith(".lora.0"))
+    layers = {int(k.split(".")[1]) for k in sd if k.startswith("blocks.")}
+    return {"kind": "ai00 lora", "format": path.suffix.lower().lstrip(".") or "st",
+            "method": "lora (alpha comes from Ai00's Config.toml)",
+            "ranks": ranks, "matrices": matrices, "other_tensors": len(sd) - 2 * matrices,
+            "n_layer": 1 + max(layers) if layers else 0, **stats(sd)}
+
+
+FORMAT = register(Format(
+    name="ai00-lora", kind="adapter", needs="low_rank",
+    what="Ai00 / web-rwkv LoRA safetensors ([[lora]] in Config.toml; MiSS default/mini, LoRA, PiSSA)",
+    recognise=lambda p: p.is_file() and p.suffix.lower() in (".st", ".safetensors"),
+    claims=lambda p, sd: any(k.endswith((".lora.0", ".lora.1")) for k in sd), describe=_describe,
+    export=lambda b, a, c, out, opts: write_ai00_lora(b, a, c, out)))

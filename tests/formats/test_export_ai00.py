@@ -8,8 +8,7 @@ from safetensors.torch import load_file
 
 from export_helpers import adapted, normal_modes, snapshot, write_pair
 from export_helpers import umask022  # noqa: F401 (an autouse fixture)
-from rwkvft.checkpoint.ai00_lora import ai00_lora_tensors
-from rwkvft.checkpoint.merge import ai00_state_dict, merge_state_dict
+from rwkvft.formats import ai00_lora_tensors, ai00_state_dict, merge_state_dict
 from rwkvft.cli import main
 
 # web-rwkv src/runtime/v7.rs / v6.rs: names loaded with load_matrix_f16 (a LoRA tensor of that

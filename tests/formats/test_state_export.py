@@ -12,13 +12,10 @@ from pip_state_oracle import run_jobs
 
 import rwkvft
 from rwkvft.adapters import adapter_state_dict, inject, parse_peft
-from rwkvft.checkpoint.adapter_io import fingerprint, save_adapter
-from rwkvft.checkpoint.merge import ai00_state_dict
-from rwkvft.checkpoint.rwkv_format import read_state_dict, write_state_dict
-from rwkvft.checkpoint.state_export import read_state_file
+from rwkvft.formats import (ai00_state_dict, fingerprint, load_model, read_state_dict, read_state_file,
+                             save_adapter, write_state_dict)
 from rwkvft.cli import main
 from rwkvft.errors import UserError
-from rwkvft.models import load_model
 from rwkvft.models.init import new_config, random_state_dict
 
 TOL = 1e-4
@@ -266,7 +263,7 @@ def test_generate_refuses_a_state_for_another_model(world, runs, capsys):
 
 def test_rwkv_peft_state_file_merges_like_our_adapter(runs, tmp_path):
     """An RWKV-PEFT state file (time_state only, no adapter_config.json) is a state adapter."""
-    from rwkvft.checkpoint.merge import merge_adapter_file
+    from rwkvft.formats import merge_adapter_file
     r = runs["x060"]
     (tmp_path / "peft").mkdir()
     foreign = tmp_path / "peft" / "rwkv-0.pth"
