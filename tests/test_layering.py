@@ -1,60 +1,142 @@
-"""Package layering: `rwkvft.checkpoint` (file I/O) needs only the schema from `rwkvft.models`,
-and no function body in models/ or checkpoint/ imports the other package (a hidden cycle)."""
+"""Package layering and import circles, at module level and inside function bodies.
+
+Layers, highest first (an import may only go to the same layer or a lower one, and two units
+of one layer may not import each other):
+    cli > training, bench, config, the rwkvft API (__init__) > formats > adapters, data >
+    models > kernels > utils, errors
+The import graph between modules (function-level imports included) has no circle.
+"""
 from __future__ import annotations
 
 import ast
-import json
-import subprocess
-import sys
+import itertools
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rwkvft"
 
-
-def test_importing_checkpoint_pulls_only_the_model_schema():
-    code = ("import json, sys; import rwkvft.checkpoint, rwkvft.checkpoint.merge, "
-            "rwkvft.checkpoint.adapter_io; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('rwkvft.models'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["rwkvft.models", "rwkvft.models.schema"]
+LAYERS = {"__main__": 7, "cli": 6, "training": 5, "bench": 5, "config": 5, "__init__": 5,
+          "formats": 4, "adapters": 3, "data": 3, "models": 2, "kernels": 1, "utils": 0, "errors": 0}
 
 
-def _imported_packages(node: ast.AST, package: str) -> set[str]:
-    """Top-level rwkvft subpackages an import node inside rwkvft.<package> refers to."""
+def _module_name(path: Path) -> str:
+    parts = ("rwkvft",) + path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _exists(module: str) -> bool:
+    rel = Path(*module.split(".")[1:]) if "." in module else Path()
+    return (SRC / rel).with_suffix(".py").exists() or (SRC / rel / "__init__.py").exists()
+
+
+def imported_modules(node: ast.AST, module: str, is_package: bool) -> list[str]:
+    """rwkvft modules an import node inside `module` refers to (a name imported from a package
+    that is itself a module counts as that module)."""
     if isinstance(node, ast.Import):
-        names = [a.name for a in node.names]
-    elif node.level == 0:
-        names = [node.module or ""]
-    elif node.level == 1:
-        names = [f"rwkvft.{package}"]
-    else:  # from ..x import y
-        names = [f"rwkvft.{node.module}" if node.module else f"rwkvft.{a.name}" for a in node.names]
-    return {n.split(".")[1] for n in names if n.startswith("rwkvft.") and n.count(".") >= 1}
+        return [a.name for a in node.names if a.name.startswith("rwkvft")]
+    package = module if is_package else module.rpartition(".")[0]
+    if node.level:
+        base = package.split(".")
+        base = ".".join(base[:len(base) - node.level + 1])
+        target = f"{base}.{node.module}" if node.module else base
+    else:
+        target = node.module or ""
+    if not target.startswith("rwkvft"):
+        return []
+    out = []
+    for a in node.names:
+        sub = f"{target}.{a.name}"
+        out.append(sub if _exists(sub) else target)
+    return out
 
 
-def _function_level_imports(package: str) -> list[str]:
-    found = []
-    for path in sorted((SRC / package).rglob("*.py")):
+def _edges() -> dict[tuple[str, str], list[str]]:
+    edges: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        module = _module_name(path)
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        for fn in ast.walk(tree):
-            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            for node in ast.walk(fn):
-                if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    found += [f"{path.name}:{node.lineno} {fn.name} -> {p}"
-                              for p in _imported_packages(node, package)]
-    return found
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for target in imported_modules(node, module, path.name == "__init__.py"):
+                    if target != module:
+                        edges.setdefault((module, target), []).append(
+                            f"{path.relative_to(SRC)}:{node.lineno}")
+    return edges
 
 
-def test_no_function_level_imports_between_models_and_checkpoint():
-    offending = [f for f in _function_level_imports("models") if f.endswith("-> checkpoint")]
-    offending += [f for f in _function_level_imports("checkpoint") if f.endswith("-> models")]
-    assert offending == []
+def unit(module: str) -> str:
+    """rwkvft.formats.pth -> formats; rwkvft.config -> config; rwkvft -> __init__."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
 
 
-def test_the_scan_sees_function_level_imports(tmp_path):
-    # the scanner itself must find what it looks for (or the test above could never fail)
-    tree = ast.parse("def f():\n    from ..checkpoint.rwkv_format import read_state_dict\n")
+EDGES = _edges()
+UNITS = sorted({unit(m) for pair in EDGES for m in pair} | {unit(_module_name(p)) for p in SRC.rglob("*.py")})
+
+
+def test_every_unit_has_a_layer():
+    assert [u for u in UNITS if u not in LAYERS] == []
+
+
+@pytest.mark.parametrize("pair", [p for p in itertools.permutations(UNITS, 2)], ids="->".join)
+def test_package_pair(pair):
+    """Imports from unit a to unit b (any level) only go down, or sideways one way."""
+    a, b = pair
+    where = [w for (s, t), ws in EDGES.items() if unit(s) == a and unit(t) == b for w in ws]
+    if not where:
+        return
+    assert LAYERS[a] >= LAYERS[b], f"{a} (layer {LAYERS[a]}) imports {b} (layer {LAYERS[b]}): {where[:3]}"
+    back = [w for (s, t), ws in EDGES.items() if unit(s) == b and unit(t) == a for w in ws]
+    assert not back, f"{a} and {b} import each other: {where[:2]} / {back[:2]}"
+
+
+def find_cycle(edges) -> list[str]:
+    """One import circle of the module graph, [] if there is none (iterative DFS)."""
+    graph: dict[str, list[str]] = {}
+    for s, t in edges:
+        graph.setdefault(s, []).append(t)
+    state: dict[str, int] = {}
+    for root in sorted(graph):
+        if state.get(root):
+            continue
+        stack = [(root, iter(sorted(graph.get(root, ()))))]
+        path = [root]
+        state[root] = 1
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                state[node] = 2
+                stack.pop()
+                path.pop()
+            elif state.get(child) == 1:
+                return path[path.index(child):] + [child]
+            elif not state.get(child):
+                state[child] = 1
+                path.append(child)
+                stack.append((child, iter(sorted(graph.get(child, ())))))
+    return []
+
+
+def _is_package_init_edge(s: str, t: str) -> bool:
+    # a package's __init__ importing its own submodules, and a submodule importing a sibling
+    # through the package (`from . import registry`) are one package, not a circle of modules
+    return t.startswith(s + ".")
+
+
+def test_no_import_circle_between_modules():
+    edges = [e for e in EDGES if not _is_package_init_edge(*e)]
+    assert find_cycle(edges) == []
+
+
+def test_the_scans_see_function_level_imports_and_circles():
+    # the scanners must find what they look for (or the tests above could never fail)
+    tree = ast.parse("def f():\n    from ..formats.reading import read_model\n")
     node = tree.body[0].body[0]
-    assert _imported_packages(node, "models") == {"checkpoint"}
-    assert _imported_packages(ast.parse("import rwkvft.models.build").body[0], "checkpoint") == {"models"}
+    assert imported_modules(node, "rwkvft.models.build", False) == ["rwkvft.formats.reading"]
+    assert imported_modules(ast.parse("from . import registry").body[0], "rwkvft.formats", True) == \
+        ["rwkvft.formats.registry"]
+    assert find_cycle([("a", "b"), ("b", "c"), ("c", "a")]) == ["a", "b", "c", "a"]
+    assert find_cycle([("a", "b"), ("a", "c"), ("b", "c")]) == []
+    assert ("rwkvft.adapters.merge", "rwkvft.adapters.registry") in EDGES

@@ -228,7 +228,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     """Set up as `rwkvft train` would, time `steps` optimizer steps after `warmup`; one dict."""
     from .kernels import resolve_op
     from .training.infctx import chunk_len
-    from .training.loss import batch_loss
+    from .training.infctx import batch_loss
     from .training.model_prep import prepare_model
     from .training.run import check_op_name
 

@@ -12,7 +12,7 @@ from method_cases import ADAPTER_CASES, CASES
 from rwkvft.adapters import AdaptedLinear, adapter_state_dict, inject, parse_peft, registry
 from rwkvft.formats import fingerprint, merge_state_dict, read_adapter, save_adapter, unmerge_state_dict
 from rwkvft.errors import UserError
-from rwkvft.models import build_model
+from rwkvft.models import build_model, model_from_state_dict
 from rwkvft.models.init import init_state_dict, new_config, perturb_state_dict
 
 IDX = torch.tensor([[5, 17, 33, 2, 91, 64, 8, 40, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
@@ -68,6 +68,8 @@ def test_injection_trains_exactly_the_method_tensors(case):
         assert trained_locals <= set(_suffixes(case))
         assert len(names) == len(wrapped) * len(trained_locals)
         assert names.config.targets == sorted(V7)
+    elif case.kind == "state":   # one initial state per layer, nothing else
+        assert list(names) == [f"blocks.{l}.att.time_state" for l in range(2)]
     else:  # full fine-tuning: everything the model uses
         assert set(names) == {n for n, _ in model.named_parameters()} - {
             "blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"}
@@ -114,10 +116,11 @@ def test_merge_equals_adapted_model_and_unmerge_restores(case):
     sd, model, names = trained(case)
     tensors, config = saved_tensors(model, names), names.config.to_dict()
     merged = merge_state_dict(sd, tensors, config)
-    assert list(merged) == list(sd) and all(merged[k].shape == sd[k].shape for k in sd)
-    cfg, _ = base()
+    states = [k for k in merged if k.endswith(".att.time_state")]   # a state merges beside the base
+    assert states == ([f"blocks.{l}.att.time_state" for l in range(2)] if case.kind == "state" else [])
+    assert [k for k in merged if k not in states] == list(sd) and all(merged[k].shape == sd[k].shape for k in sd)
     with torch.no_grad():
-        torch.testing.assert_close(model_of(cfg, merged)(IDX), model(IDX), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(model_from_state_dict(merged)(IDX), model(IDX), atol=1e-4, rtol=1e-4)
     if case.linear:   # the layer's own merged weight is the same function the merge uses
         layer = model.get_submodule("blocks.1.ffn.value")
         torch.testing.assert_close(merged["blocks.1.ffn.value.weight"], layer.merged_weight(),
@@ -127,6 +130,26 @@ def test_merge_equals_adapted_model_and_unmerge_restores(case):
         for k in sd:
             if k.endswith(tuple(f"{t}.weight" for t in V7)):
                 torch.testing.assert_close(restored[k], sd[k].float(), atol=tol, rtol=tol)
+
+
+# ---------------------------------------------------------------- adapter off (the reference)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_adapter_off_computes_the_base_model(case):
+    """Preference tuning's reference: inside method.adapter_off the trained model computes the
+    base model's output (PiSSA: the ORIGINAL W, not its residual); a full fine-tune cannot."""
+    sd, model, names = trained(case)
+    method = registry.get(case.method)
+    with torch.no_grad():
+        adapted = model(IDX)
+        want = model_from_state_dict(sd)(IDX)
+        if case.kind == "full":
+            with pytest.raises(UserError, match="no adapter to switch off"):
+                method.adapter_off(model)
+            return
+        assert (adapted - want).abs().max() > 1e-3        # the trained adapter changes the output
+        with method.adapter_off(model):
+            torch.testing.assert_close(model(IDX), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(IDX), adapted)   # and it is back on afterwards
 
 
 # ---------------------------------------------------------------- layer selection

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from rwkvft.adapters import AdaptedLinear, LinearMethod, inject, load_adapter_state, registry
+from method_cases import ROWSCALE
+from rwkvft.adapters import inject, load_adapter_state, registry
 from rwkvft.adapters.config import AdapterConfig
 from rwkvft.formats import load_model, read_adapter, read_state_dict, unmerge_state_dict
 from rwkvft.cli import main
@@ -30,31 +30,6 @@ def _losses(proj):
 
 
 # ---------------------------------------------------------------- a throw-away method
-class RowScaleLinear(AdaptedLinear):
-    """W' = (1 + s) * W row by row, s (out,) zero-initialised: a method no source file knows."""
-    adapter_param_names = ("rowscale",)
-
-    def __init__(self, base: nn.Linear):
-        super().__init__(base)
-        self.rowscale = nn.Parameter(torch.zeros(self.out_features))
-
-    def adapter_forward(self, x32):
-        return F.linear(x32, self.dequantized_weight().float()) * self.rowscale
-
-
-def _rowscale_delta(w, parts, config, sign=1):
-    s = 1 + parts["rowscale"].float()[:, None]
-    return w * s if sign > 0 else w / s
-
-
-ROWSCALE = LinearMethod(
-    name="rowscale", default_r=1, keys={}, options=lambda d: {},
-    make_layer=lambda linear, name, cfg: RowScaleLinear(linear), suffixes=("rowscale",),
-    fits=lambda parts, out_f, in_f, config: tuple(parts["rowscale"].shape) == (out_f,),
-    apply_delta=_rowscale_delta, summary="test-only: per-row scale",
-).method()
-
-
 @pytest.fixture
 def rowscale():
     registry.register(ROWSCALE)

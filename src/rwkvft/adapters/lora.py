@@ -84,5 +84,5 @@ METHOD = LinearMethod(
     keys={"lora_alpha": 32.0, "alpha": 32.0, "lora_dropout": 0.0, "dropout": 0.0},
     options=parse_options, make_layer=make_layer, suffixes=("lora_A", "lora_B"), fits=fits,
     apply_delta=apply_delta, summary="LoRA: W + alpha/r B A, A (r, in), B (out, r)",
-    low_rank=low_rank, low_rank_kind="exact", hf_peft=peft_lora("lora"), alpha_key="alpha",
+    low_rank=low_rank, low_rank_kind="exact", hf_peft=peft_lora(low_rank), alpha_key="alpha",
 ).method()

@@ -175,16 +175,13 @@ def linears_off(model: nn.Module):
             m.adapter_enabled = on
 
 
-def peft_lora(method_name: str):
-    """`hf_peft` for methods with an exact low-rank form: an HF peft LORA adapter of the
-    factors (LoraConfig has one r / alpha: every layer must agree)."""
-    from . import registry
-
+def peft_lora(low_rank: Callable[..., Any]):
+    """`hf_peft` for methods with an exact low-rank form `low_rank`: an HF peft LORA adapter
+    of the factors (LoraConfig has one r / alpha: every layer must agree)."""
     def export(groups: dict, config: dict, base_sd: dict):
-        method = registry.get(method_name)
         tensors, ranks = {}, set()
         for prefix, parts in groups.items():
-            up, down, scale = method.factors(parts, config, base_sd[prefix + ".weight"], "an HF peft adapter")
+            up, down, scale = low_rank(parts, config, base_sd[prefix + ".weight"])
             tensors[prefix] = {"lora_A.weight": down, "lora_B.weight": up}
             ranks.add((down.shape[0], scale * down.shape[0]))
         if len(ranks) != 1:

@@ -121,6 +121,6 @@ METHOD = LinearMethod(
     keys={"svd_niter": None, "lora_dropout": 0.0, "dropout": 0.0},
     options=parse_options, make_layer=make_layer,
     suffixes=("lora_A", "lora_B", "lora_A0", "lora_B0"), fits=fits, apply_delta=apply_delta,
-    low_rank=low_rank, low_rank_kind="exact (rank 2r)", hf_peft=peft_lora("pissa"),
+    low_rank=low_rank, low_rank_kind="exact (rank 2r)", hf_peft=peft_lora(low_rank),
     summary="PiSSA: LoRA whose factors start at the top-r singular triplets of W (scale 1)",
 ).method()

@@ -29,13 +29,13 @@ from .inspect import describe_model, identify
 from .merge_api import merge, merge_adapter_file
 from .reading import (load_inputs, load_model, read_adapter, read_model, read_state, with_alpha,
                       write_model, write_state_dict)
-from .registry import Format, formats, get, register, require, unregister
+from .registry import Format, export_targets, formats, get, register, require, unregister
 
 read_state_dict = read_model        # the name callers of rwkvft.checkpoint know
 read_state_file = read_state
 
 __all__ = ["Format", "ai00_key", "ai00_lora_tensors", "ai00_state_dict", "check_against",
-           "check_fingerprint", "describe_model", "export", "fingerprint", "formats", "get",
+           "check_fingerprint", "describe_model", "export", "export_targets", "fingerprint", "formats", "get",
            "hf_peft_adapter", "identify", "infer_config", "load_inputs", "load_model", "merge",
            "merge_adapter_file", "merge_state_dict", "official_from_ai00", "read_adapter",
            "read_hf_folder", "read_hf_peft", "read_model", "read_state", "read_state_dict",

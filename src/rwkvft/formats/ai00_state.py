@@ -52,7 +52,7 @@ def read(path: Path) -> tuple[dict, dict]:
 
 
 FORMAT = register(Format(
-    name="ai00-state", kind="state", needs="state",
+    name="ai00-state", kind="state", needs="initial_state",
     what="Ai00 / web-rwkv fp16 safetensors .state (time_state, last two dims transposed)",
     recognise=lambda p: p.is_file() and p.suffix.lower() == ".state",
     read=read, claims=claims, describe=describe,

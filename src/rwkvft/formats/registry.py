@@ -13,7 +13,7 @@ A record declares
   write(sd, path, dtype)                         model formats that store a whole model
   export(base_sd, adapter_sd, config, output, options) -> lines to print   (export targets)
   needs            what the adapter's method must declare for `export`: "low_rank",
-                   "hf_peft", "weights" (merges_into_weights) or "state" (carries_state);
+                   "hf_peft", "weights" (merges_into_weights) or "initial_state" (carries_state);
                    anything else is refused by the method's own declaration (`require`)
   output           "file" or "folder" (export's --output)
   describe(path, sd) -> dict     inspect's fields (None: the kind's default)
@@ -88,7 +88,7 @@ def reader_of(path, kind: str) -> Format:
 def require(fmt: Format, method, config: dict) -> None:
     """UserError when `fmt` cannot hold `method`'s adapter, from the method's own declaration."""
     label = method.describe(config)
-    if fmt.needs == "state" and not method.carries_state:
+    if fmt.needs == "initial_state" and not method.carries_state:
         raise UserError(f"--format {fmt.name} writes an initial state, but a {label} adapter holds "
                         f"no time_state; state formats need a --peft state adapter")
     if fmt.needs == "weights" and not method.merges_into_weights:

@@ -84,7 +84,7 @@ def claims(path: Path, sd: dict) -> bool:
 
 
 FORMAT = register(Format(
-    name="runner-state", kind="state", needs="state",
+    name="runner-state", kind="state", needs="initial_state",
     what="RWKV Runner / RWKV-PEFT state .pth (exactly n_layer blocks.N.att.time_state)",
     recognise=lambda p: p.is_file() and p.suffix.lower() in (".pth", ".pt", ".safetensors"),
     read=read, claims=claims, describe=describe,

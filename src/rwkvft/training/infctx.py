@@ -108,3 +108,12 @@ def infctx_loss(model, input_ids, targets, mask, chunk_ctx: int, bptt: str = "fu
             loss_sum, state = _chunk(model, head_chunk, *part, state)
         total = loss_sum if total is None else total + loss_sum
     return total, mask.float().sum()
+
+
+def batch_loss(model, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+               chunk: int = 2048, chunk_ctx: int = 0, bptt: str = "full") -> torch.Tensor:
+    """The training step's loss: the token-weighted mean of masked_lm_loss over the batch, in
+    one pass or (chunk_ctx > 0, --train_type infctx) in chunks carrying the state. The
+    Lightning module and `rwkvft bench` both compute their step through this function."""
+    loss_sum, count = lm_loss(model, inputs, targets, mask, chunk, chunk_ctx, bptt)
+    return loss_sum / count.clamp(min=1)

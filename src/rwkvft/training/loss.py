@@ -38,13 +38,3 @@ def masked_lm_loss(head, h: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
         else:
             total = total + _chunk_loss(head, *args)
     return total, m2.sum()
-
-
-def batch_loss(model, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-               chunk: int = 2048, chunk_ctx: int = 0, bptt: str = "full") -> torch.Tensor:
-    """The training step's loss: the token-weighted mean of masked_lm_loss over the batch, in
-    one pass or (chunk_ctx > 0, --train_type infctx) in chunks carrying the state. The
-    Lightning module and `rwkvft bench` both compute their step through this function."""
-    from .infctx import lm_loss  # infctx builds on masked_lm_loss above: imported when used
-    loss_sum, count = lm_loss(model, inputs, targets, mask, chunk, chunk_ctx, bptt)
-    return loss_sum / count.clamp(min=1)

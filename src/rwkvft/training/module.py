@@ -8,7 +8,7 @@ import torch
 
 from ..errors import UserError
 from .infctx import chunk_len
-from .loss import batch_loss
+from .infctx import batch_loss
 from .schedule import lr_at
 
 
