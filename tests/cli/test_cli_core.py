@@ -101,7 +101,7 @@ def test_inspect_text(make_checkpoint, capsys):
 
 
 def test_inspect_describes_rwkv6_files_too(tmp_path, capsys):
-    from test_checkpoint import v6_state_dict
+    from formats.test_checkpoint import v6_state_dict
     path = write_state_dict(v6_state_dict(), tmp_path / "v6.pth")
     rc, out, _ = run_cli(capsys, "inspect", path, "--json")
     info = json.loads(out)

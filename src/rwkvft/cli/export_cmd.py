@@ -22,12 +22,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "ai00-state: .state) or folder (hf, hf-peft) to write")
     p.add_argument("--lora_alpha", type=float, default=None,
                    help="LoRA alpha (required for RWKV-PEFT LoRA files; overrides adapter_config.json)")
+    p.add_argument("--layout", choices=["fla", "native"], default=None,
+                   help="--format hf: fla (default; fla-hub / rwkv7-hf, trust_remote_code) or native "
+                        "(transformers' Rwkv7ForCausalLM, the RWKV org's 2026 repos)")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                   help="--format hf --layout native: dtype of the weights (default bf16)")
     p.add_argument("--force", action="store_true", help="replace an existing output")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..formats import export
     for line in export(args.base, args.adapter, args.format, args.output,
-                       lora_alpha=args.lora_alpha, force=args.force):
+                       lora_alpha=args.lora_alpha, force=args.force, layout=args.layout,
+                       dtype=args.dtype):
         print(line)
     return 0

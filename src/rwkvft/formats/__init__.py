@@ -17,13 +17,14 @@ from ..adapters.merge import merge_state_dict, unmerge_state_dict
 from ..models.schema import check_against, infer_config
 # registration order = the order readers are asked
 from . import hf_peft, adapter_file, rwkv_peft  # noqa: E402,I001  (adapters)
-from . import hf_fla, pth, safetensors_model, ai00_model  # noqa: E402  (models)
+from . import hf_native, hf_fla, pth, safetensors_model, ai00_model  # noqa: E402  (models)
 from . import runner_state, ai00_state, ai00_lora  # noqa: E402  (states, Ai00 LoRA)
 from .adapter_file import save_adapter
 from .ai00_lora import ai00_lora_tensors
 from .ai00_model import ai00_key, ai00_state_dict, official_from_ai00
 from .export_api import export
 from .hf_fla import read_hf_folder, write_hf_folder
+from .hf_native import read_native, write_native_folder
 from .hf_peft import hf_peft_adapter, read_hf_peft
 from .inspect import describe_model, identify
 from .merge_api import merge, merge_adapter_file
@@ -38,8 +39,8 @@ __all__ = ["Format", "ai00_key", "ai00_lora_tensors", "ai00_state_dict", "check_
            "check_fingerprint", "describe_model", "export", "export_targets", "fingerprint", "formats", "get",
            "hf_peft_adapter", "identify", "infer_config", "load_inputs", "load_model", "merge",
            "merge_adapter_file", "merge_state_dict", "official_from_ai00", "read_adapter",
-           "read_hf_folder", "read_hf_peft", "read_model", "read_state", "read_state_dict",
+           "read_hf_folder", "read_hf_peft", "read_native", "write_native_folder", "read_model", "read_state", "read_state_dict",
            "read_state_file", "register", "require", "save_adapter", "unmerge_state_dict",
            "unregister", "with_alpha", "write_hf_folder", "write_model", "write_state_dict",
-           "hf_fla", "pth", "safetensors_model", "ai00_model", "runner_state", "ai00_state",
+           "hf_fla", "hf_native", "pth", "safetensors_model", "ai00_model", "runner_state", "ai00_state",
            "ai00_lora", "adapter_file", "rwkv_peft"]

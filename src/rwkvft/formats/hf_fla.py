@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..models.schema import infer_config
 from ..utils import atomic_dir
 from .common import official_order, read_json, write_json
+from .hf_native import export_native, is_native_folder
 from .registry import Format, register
 
 _PROJ = {"receptance": "r_proj", "key": "k_proj", "value": "v_proj", "output": "o_proj", "ln_x": "g_norm"}
@@ -225,10 +226,21 @@ def _to_official(sd: dict, folder: Path) -> dict:
 
 def is_fla_folder(path: Path) -> bool:
     """A model folder (config.json) that is not the HF-native layout (hf_native claims those)."""
-    return path.is_dir() and (path / "config.json").exists()
+    return path.is_dir() and (path / "config.json").exists() and not is_native_folder(path)
+
+
+def export(base_sd: dict, adapter_sd: dict, config: dict, output: Path, options: dict) -> list[str]:
+    """--layout fla (default): this module; --layout native: the hf-native format's writer."""
+    if options.get("layout") == "native":
+        return export_native(base_sd, adapter_sd, config, output, options)
+    if options.get("dtype"):
+        raise UserError("--dtype applies to --layout native; the fla layout keeps the base's dtype")
+    return write_hf(base_sd, adapter_sd, config, output)
 
 
 FORMAT = register(Format(
     name="hf", kind="model", output="folder", needs="weights",
-    what="Hugging Face RWKV-7 model folder (merged; fla-hub / rwkv7-hf names, tokenizer files)",
-    recognise=is_fla_folder, read=read_hf_folder, export=lambda b, a, c, out, opts: write_hf(b, a, c, out)))
+    what="Hugging Face RWKV-7 model folder (merged; --layout fla: fla-hub / rwkv7-hf names, "
+         "tokenizer files; --layout native: Rwkv7ForCausalLM, bf16 or --dtype)",
+    recognise=is_fla_folder, read=read_hf_folder, export=export,
+    options={"layout": "fla (default) or native", "dtype": "native layout: bf16 (default), fp16, fp32"}))
