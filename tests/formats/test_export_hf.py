@@ -33,7 +33,8 @@ def test_hf_folder_loads_in_rwkv7_hf_with_our_logits(tmp_path, capsys):
     assert "rwkv7_hf" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {
         "config.json", "generation_config.json", "model.safetensors", "rwkv_vocab_v20230424.txt",
-        "tokenizer_config.json", "special_tokens_map.json"}
+        "tokenizer_config.json", "special_tokens_map.json", "configuration_rwkv7.py",
+        "modeling_rwkv7.py", "tokenization_rwkv7.py"}
     normal_modes(out)
     assert json.loads((out / "config.json").read_text())["model_type"] == "rwkv7"
     ours = logits_of(model)
@@ -71,3 +72,19 @@ def test_hf_refuses_rwkv6_and_other_architectures_in_one_line(tmp_path, capsys):
     assert main(["inspect", str(llama)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'llama' model" in err[0] and "RWKV-7" in err[0]
+
+
+def test_hf_folder_loads_through_the_auto_classes(tmp_path):
+    """What a new user tries first: AutoModelForCausalLM / AutoTokenizer on our folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rwkvft.data.tokenizer import WorldTokenizer
+    base, adapter, model, _ = write_pair(tmp_path, "lora", {"r": 4, "lora_alpha": 8}, **HF_SIZE)
+    out = tmp_path / "hf"
+    assert export(base, adapter, "hf", out) == 0
+    auto = AutoModelForCausalLM.from_pretrained(str(out), trust_remote_code=True, dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert rel_err(auto(input_ids=IDX).logits.float(), logits_of(model)) <= 1e-4
+    tok = AutoTokenizer.from_pretrained(str(out), trust_remote_code=True)
+    for text in ("User: Hello, 世界! How are you?\n\nAssistant:", " hello\n", "a\x00b\t\r\n", "🙂👩‍💻"):
+        assert tok.encode(text, add_special_tokens=False) == WorldTokenizer().encode(text)

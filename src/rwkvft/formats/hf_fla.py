@@ -91,15 +91,34 @@ def hf_config(cfg, dtype: torch.dtype) -> dict:
         "hidden_act": "sqrelu", "attn_mode": "chunk", "fuse_norm": False,
         "fuse_cross_entropy": False, "use_cache": True, "tie_word_embeddings": False,
         "pad_token_id": 0, "eos_token_id": 0, "bos_token_id": 1,
-        "torch_dtype": str(dtype).replace("torch.", ""),
+        "torch_dtype": str(dtype).replace("torch.", ""), "auto_map": AUTO_MAP,
     }
+
+
+# The Auto classes (AutoModelForCausalLM / AutoTokenizer with trust_remote_code) import the
+# classes that config.json's / tokenizer_config.json's auto_map name from .py files in the
+# folder; ours are three-line shims that hand over to the installed rwkv7-hf package (what its
+# own converter's "thin" layout does), so the folder carries no model code of its own.
+AUTO_MAP = {"AutoConfig": "configuration_rwkv7.RWKV7Config",
+            "AutoModel": "modeling_rwkv7.RWKV7Model",
+            "AutoModelForCausalLM": "modeling_rwkv7.RWKV7ForCausalLM"}
+TOKENIZER_AUTO_MAP = {"AutoTokenizer": ["tokenization_rwkv7.RWKV7Tokenizer", None]}
+_SHIM = ('"""Written by `rwkvft export --format hf`: serves this folder through the rwkv7-hf package\n'
+         '(pip install rwkv7-hf); transformers loads it for AutoModelForCausalLM / AutoTokenizer\n'
+         'with trust_remote_code=True."""\n')
+SHIMS = {  # re-exports: the classes stay rwkv7-hf's own (a subclass loses use_cache in transformers 5)
+    "configuration_rwkv7.py": _SHIM + "from rwkv7_hf.configuration_rwkv7 import RWKV7Config  # noqa: F401\n",
+    "modeling_rwkv7.py": _SHIM + "from rwkv7_hf.modeling_rwkv7 import RWKV7ForCausalLM, RWKV7Model  # noqa: F401\n",
+    "tokenization_rwkv7.py": _SHIM + "from rwkv7_hf.tokenization_rwkv7 import RWKV7Tokenizer  # noqa: F401\n",
+}
 
 
 def _write_tokenizer(folder: Path, vocab_size: int) -> None:
     from ..data.tokenizer import _vocab_path
     shutil.copyfile(_vocab_path(), folder / VOCAB_FILE)
     tok = {"tokenizer_class": "RWKV7Tokenizer", "model_vocab_size": vocab_size,
-           "pad_token": "<|padding|>", "eos_token": "<|endoftext|>", "errors": "replace"}
+           "pad_token": "<|padding|>", "eos_token": "<|endoftext|>", "errors": "replace",
+           "auto_map": TOKENIZER_AUTO_MAP}
     write_json(folder / "tokenizer_config.json", tok)
     write_json(folder / "special_tokens_map.json", {"pad_token": "<|padding|>", "eos_token": "<|endoftext|>"})
 
@@ -126,6 +145,8 @@ def write_hf_folder(sd: dict, output: Path) -> None:
         write_json(tmp / "config.json", hf_config(cfg, dtype))
         write_json(tmp / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 0, "pad_token_id": 0})
         _write_tokenizer(tmp, cfg.vocab_size)
+        for name, text in SHIMS.items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
 
 def write_hf(base_sd: dict, adapter_sd: dict, adapter_config: dict, output: Path) -> list[str]:
