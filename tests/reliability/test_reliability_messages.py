@@ -99,12 +99,15 @@ def test_merge_with_nan_lora_alpha_blames_the_flag(capsys, small_model, tmp_path
                 "blocks.0.att.key.lora_B": torch.randn(128, 4)}, adapter)
     before = snapshot(tmp_path, small_model)
     for cmd in (["merge", "--base", small_model, "--adapter", adapter, "--output", tmp_path / "m.pth"],
-                ["generate", "--model", small_model, "--adapter", adapter, "--prompt", "x"]):
-        msg = expect_error(capsys, cmd + ["--lora_alpha", "nan"],
-                           "--lora_alpha must be a positive number, got nan")
-        assert "adapter is broken" not in msg
+                ["generate", "--model", small_model, "--adapter", adapter, "--prompt", "x"],
+                ["export", "--base", small_model, "--adapter", adapter, "--format", "ai00-lora",
+                 "--output", tmp_path / "e.st"]):
+        for value in ("nan", "inf"):   # export and merge share one range check (formats.with_alpha)
+            msg = expect_error(capsys, cmd + ["--lora_alpha", value],
+                               f"--lora_alpha must be a positive number, got {value}")
+            assert "adapter is broken" not in msg
     assert_unchanged(before)
-    assert not (tmp_path / "m.pth").exists()
+    assert not (tmp_path / "m.pth").exists() and not (tmp_path / "e.st").exists()
 
 
 def test_merge_blames_a_nan_base_not_the_adapter(capsys, small_model, tmp_path):

@@ -14,14 +14,14 @@ from __future__ import annotations
 from . import registry
 from .base import AdaptedLinear
 from .config import AdapterConfig
+from .fingerprint import check_fingerprint, fingerprint
 from .inject import (Injected, adapter_state_dict, format_trainable, inject, load_adapter_state,
                      trainable_summary)
 from .lora import LoraLinear
+from .merge import merge_state_dict, unmerge_state_dict
 from .method import LinearMethod, PeftMethod
 from .miss import MissLinear
 from .pissa import PissaLinear
-from .fingerprint import check_fingerprint, fingerprint
-from .merge import merge_state_dict, unmerge_state_dict
 from .registry import parse_peft, register
 
 __all__ = ["AdaptedLinear", "AdapterConfig", "Injected", "LinearMethod", "LoraLinear",

@@ -43,4 +43,4 @@ __all__ = ["Format", "ai00_key", "ai00_lora_tensors", "ai00_state_dict", "check_
            "read_state_file", "register", "require", "save_adapter", "unmerge_state_dict",
            "unregister", "with_alpha", "write_hf_folder", "write_model", "write_state_dict",
            "hf_fla", "hf_native", "pth", "safetensors_model", "ai00_model", "runner_state", "ai00_state",
-           "ai00_lora", "adapter_file", "rwkv_peft"]
+           "ai00_lora", "adapter_file", "rwkv_peft", "hf_peft"]

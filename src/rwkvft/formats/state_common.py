@@ -8,6 +8,8 @@ the .pth zip (torch.load and Runner ignore it; Runner rejects extra tensors, not
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..adapters.fingerprint import check_fingerprint
 from ..errors import UserError
 from ..models.schema import infer_config
