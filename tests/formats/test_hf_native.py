@@ -175,3 +175,25 @@ def test_merge_base_and_inspect_accept_a_native_folder(tmp_path, capsys):
     capsys.readouterr()
     assert main(["inspect", str(out)]) == 0
     assert "Hugging Face RWKV-7 model folder" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method,conf,peft_type,param", [
+    ("lora", {"r": 4, "lora_alpha": 8}, "LORA", "lora_A.weight"), ("miss", {"r": 8}, "MISS", "miss_block")])
+def test_hf_peft_adapter_keyed_for_the_native_layout_round_trips(tmp_path, method, conf, peft_type, param):
+    base, adapter, _, base_sd = write_pair(tmp_path, method, conf)
+    out = tmp_path / "peft_native"
+    assert main(["export", "--base", str(base), "--adapter", str(adapter), "--format", "hf-peft",
+                 "--layout", "native", "--output", str(out)]) == 0
+    keys = set(load_file(str(out / "adapter_model.safetensors")))
+    assert f"base_model.model.rwkv7.blocks.0.att.key.{param}" in keys
+    assert f"base_model.model.rwkv7.blocks.1.ffn.value.{param}" in keys
+    peft = json.loads((out / "adapter_config.json").read_text())
+    assert peft["peft_type"] == peft_type
+    assert peft["target_modules"] == sorted(["att.receptance", "att.key", "att.value", "att.output",
+                                             "ffn.key", "ffn.value"])   # qualified (spec §4)
+    sd, config = read_adapter(out)
+    ours_sd, ours = read_adapter(adapter)
+    want = merge_state_dict(base_sd, ours_sd, ours)
+    got = merge_state_dict(base_sd, sd, config)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-5, msg=k)

@@ -23,6 +23,7 @@ from ..errors import UserError
 from ..utils import atomic_dir
 from .common import load_safetensors, read_json
 from .hf_fla import hf_name, official_name, require_rwkv7
+from .hf_native import native_name, official_key
 from .registry import Format, register
 
 CONFIG_NAME = "adapter_config.json"
@@ -32,13 +33,17 @@ _MODES = {True: "default", False: "default", "bat": "bat", "mini": "mini"}
 
 
 # ---------------------------------------------------------------- write
-def _hf_module(prefix: str) -> str:
+def _hf_module(prefix: str, layout: str = "fla") -> str:
+    """The module path of an official Linear prefix in the HF model of `layout`: fla
+    `model.layers.0.attn.r_proj`, native `rwkv7.blocks.0.att.receptance` (spec hf_native §4)."""
+    if layout == "native":
+        return native_name(prefix)
     return hf_name(prefix + ".weight")[0][:-len(".weight")]
 
 
-def hf_peft_adapter(base_sd: dict, adapter_sd: dict, config: dict) -> tuple[dict, dict]:
-    """(adapter_model tensors, adapter_config dict) for the HF model of `base_sd`; the method's
-    own `hf_peft` says which peft adapter it is (MiSS: MISS; LoRA / PiSSA: LORA)."""
+def hf_peft_adapter(base_sd: dict, adapter_sd: dict, config: dict, layout: str = "fla") -> tuple[dict, dict]:
+    """(adapter_model tensors, adapter_config dict) for the HF model of `base_sd` in `layout`;
+    the method's own `hf_peft` says which peft adapter it is (MiSS: MISS; LoRA / PiSSA: LORA)."""
     method = method_of(config.get("method"))
     require_rwkv7(base_sd, "--format hf-peft")
     merge_state_dict(base_sd, adapter_sd, config)     # every fit / shape / NaN check
@@ -50,27 +55,31 @@ def hf_peft_adapter(base_sd: dict, adapter_sd: dict, config: dict) -> tuple[dict
     if not groups:
         raise UserError(f"this {method.describe(config)} adapter has no adapter matrices; nothing to export")
     by_prefix, peft = method.hf_peft(groups, config, base_sd)
-    tensors = {f"{PREFIX}{_hf_module(p)}.{param}": t for p, params in by_prefix.items()
+    tensors = {f"{PREFIX}{_hf_module(p, layout)}.{param}": t for p, params in by_prefix.items()
                for param, t in params.items()}
-    targets = sorted({".".join(_hf_module(p).split(".")[-2:]) for p in groups})
+    # att.key qualified: a bare "key" would also match the FFN's key in the native model
+    targets = sorted({".".join(_hf_module(p, layout).split(".")[-2:]) for p in groups})
     peft.update(task_type="CAUSAL_LM", target_modules=targets, bias="none", modules_to_save=None,
                 layers_to_transform=None, layers_pattern=None, base_model_name_or_path=None,
                 revision=None, inference_mode=True)
     return {k: v.detach().float().contiguous().clone() for k, v in tensors.items()}, peft
 
 
-def write_hf_peft(base_sd: dict, adapter_sd: dict, adapter_config: dict, output: Path) -> list[str]:
+def write_hf_peft(base_sd: dict, adapter_sd: dict, adapter_config: dict, output: Path,
+                  layout: str = "fla") -> list[str]:
     from safetensors.torch import save_file
 
-    tensors, peft = hf_peft_adapter(base_sd, adapter_sd, adapter_config)
+    if layout not in ("fla", "native"):
+        raise UserError(f"--layout must be fla or native, got {layout!r}")
+    tensors, peft = hf_peft_adapter(base_sd, adapter_sd, adapter_config, layout)
     with atomic_dir(output) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(peft, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     label = method_of(adapter_config["method"]).describe(adapter_config)
     return [f"wrote HF peft adapter folder {output} ({label} as peft "
             f"{peft['peft_type']}, {len(tensors)} tensors)",
-            "use it on the --format hf folder of the same base: PeftModel.from_pretrained("
-            f"RWKV7ForCausalLM.from_pretrained(HF_FOLDER), '{output}')"]
+            f"use it on the --format hf{' --layout native' if layout == 'native' else ''} folder of "
+            f"the same base: PeftModel.from_pretrained(model, '{output}')"]
 
 
 def split_adapter(adapter_sd: dict, method) -> tuple[dict[str, dict], dict]:
@@ -124,7 +133,9 @@ def _read_bin(path: Path) -> dict:
 
 
 def _official_prefix(module: str, folder: Path) -> str:
-    """`model.layers.0.attn.r_proj` (HF) or `blocks.0.att.receptance` (RWKV-PEFT) -> official."""
+    """`model.layers.0.attn.r_proj` (HF fla), `rwkv7.blocks.0.att.receptance` (HF native) or
+    `blocks.0.att.receptance` (RWKV-PEFT) -> official."""
+    module = official_key(module)
     if module.startswith("blocks."):
         return module
     key, _ = official_name(module + ".weight")
@@ -168,4 +179,5 @@ FORMAT = register(Format(
     name="hf-peft", kind="adapter", output="folder", needs="hf_peft",
     what="HF peft adapter folder (MissConfig / LoraConfig) for the --format hf model of the base",
     recognise=is_hf_peft_folder, read=read_hf_peft,
-    export=lambda b, a, c, out, opts: write_hf_peft(b, a, c, out)))
+    export=lambda b, a, c, out, opts: write_hf_peft(b, a, c, out, opts.get("layout") or "fla"),
+    options={"layout": "fla (default: keys of the --format hf folder) or native (Rwkv7ForCausalLM)"}))
