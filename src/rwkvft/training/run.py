@@ -26,7 +26,7 @@ from ..config import TrainConfig
 from ..data.from_flags import data_config
 from ..errors import UserError
 from ..utils import atomic_path
-from . import nodes, safety
+from . import ds, nodes, safety
 from .model_prep import prepare_model, quant_device
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
 from .interrupt import Interrupted, StopRequest
@@ -200,12 +200,18 @@ def build_data(plan: Plan, vocab_size: int):
 
 
 def _strategy(cfg: TrainConfig):
-    """The Lightning strategy; DDP must not broadcast a quantized base (GBs of buffers) every step."""
+    """The Lightning strategy; DDP must not broadcast a quantized base (GBs of buffers) every
+    step, DeepSpeed needs rwkvft's settings (ds.py)."""
     if cfg.num_nodes > 1:
         return nodes.multi_node_strategy(cfg)
-    if cfg.quant != "none" and cfg.strategy == "ddp":
+    if ds.is_deepspeed(cfg.strategy):
+        return ds.deepspeed_strategy(cfg.strategy)
+    # "auto" with several devices is DDP too (Lightning picks DDPStrategy with no arguments)
+    is_ddp = cfg.strategy in ("ddp", "ddp_spawn") or (cfg.strategy == "auto" and cfg.devices > 1)
+    if cfg.quant != "none" and is_ddp:
         from lightning.pytorch.strategies import DDPStrategy
-        return DDPStrategy(broadcast_buffers=False)
+        return DDPStrategy(broadcast_buffers=False,
+                           start_method="spawn" if cfg.strategy == "ddp_spawn" else "popen")
     return cfg.strategy
 
 
@@ -295,11 +301,19 @@ class AdapterSaver:
         self.module = None                  # the FineTuneModule, once built (for the samples)
 
     def tensors(self) -> dict:
+        """The tensors to save. Under ZeRO-3 the caller gathers them first (ds.full_params):
+        a shard reads as an empty tensor, which is refused here rather than saved."""
         from ..adapters import adapter_state_dict
         if self.plan.method.full_model:   # every tensor of the model, official names and shapes
-            return {k: v.detach().float().cpu().clone() for k, v in self.model.state_dict().items()}
-        return {k: v.detach().float().cpu().clone()
-                for k, v in adapter_state_dict(self.model, self.trainable).items()}
+            out = {k: v.detach().float().cpu().clone() for k, v in self.model.state_dict().items()}
+        else:
+            out = {k: v.detach().float().cpu().clone()
+                   for k, v in adapter_state_dict(self.model, self.trainable).items()}
+        empty = [k for k, v in out.items() if v.numel() == 0]
+        if empty:
+            raise UserError(f"the tensors to save {empty[:3]} are empty (ZeRO-3 shards that were "
+                            f"not gathered); please report this")
+        return out
 
     def __call__(self, label, track: bool = True) -> Path:
         """Write rwkv-{label} (label: epoch number, "step{S}" or "best"; track=False for best,
@@ -427,10 +441,12 @@ def finish(plan: Plan, steps: TrainerParts, model, trainable, base_sd, saver: Ad
                          validation=steps.validator.history if steps.validator else [])
     if steps.events.stopped_by == "signal":
         _report_interrupt(plan.cfg, log, result, steps.stop.name)
-    _check_ranks_in_sync(steps.trainer, model, trainable, log)
-    if plan.rank0 and plan.cfg.merge_output:
-        result.merged = merge_to_file(base_sd, saver.tensors(), plan.peft, plan.cfg.merge_output)
-        log.line(f"merged model written to {result.merged}")
+    params = dict(model.named_parameters())
+    with ds.full_params(steps.trainer, [params[n] for n in trainable]):  # every rank enters
+        _check_ranks_in_sync(steps.trainer, model, trainable, log)
+        if plan.rank0 and plan.cfg.merge_output:
+            result.merged = merge_to_file(base_sd, saver.tensors(), plan.peft, plan.cfg.merge_output)
+            log.line(f"merged model written to {result.merged}")
     if plan.rank0:
         log.line(f"finished {_dt.datetime.now().isoformat(timespec='seconds')}")
     return result
@@ -462,6 +478,9 @@ def _check_ranks_in_sync(trainer, model, trainable, log) -> None:
     if trainer.world_size <= 1:
         return
     params = dict(model.named_parameters())
+    empty = [n for n in trainable if params[n].numel() == 0]
+    if empty:  # zeros compare equal on every rank: an ungathered ZeRO-3 shard must not pass
+        raise UserError(f"the trained tensors {empty[:3]} are empty on this rank; please report this")
     local = torch.tensor([sum(float(params[n].detach().double().sum()) for n in trainable)],
                          dtype=torch.float64)
     gathered = trainer.strategy.all_gather(local.to(trainer.strategy.root_device)).flatten().cpu()
