@@ -143,3 +143,18 @@ def test_zero3_with_accumulation_and_resume_equals_ddp(zero3_vs_ddp):
     log = (ds / "train_log.txt").read_text()
     sums = json.loads(log.split("adapter checksum per rank: ")[-1].splitlines()[0])
     assert len(sums) == 2 and sums[0] == sums[1] != 0.0
+
+
+# ---------------------------------------------------------------- the other methods in bf16
+@pytest.mark.parametrize("peft,config", [("pissa", '{"r":8}'), ("state", "{}")])
+def test_zero2_bf16_trains_pissa_and_state(small_model, tokens_npy, tmp_path, peft, config):
+    """D1 for the other methods (LoRA: PiSSA is LoRA with an SVD start; the LoRA forward runs
+    in fp32 in the ZeRO-3 run above, and with bf16 parameters in test_adapter_dtype.py)."""
+    proj = tmp_path / peft
+    _train(_flags(small_model, proj, tokens_npy, strategy="deepspeed_stage_2", precision="bf16",
+                  peft=peft, peft_config=config, epoch_count=1, epoch_steps=6))
+    losses = _losses(proj)
+    assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[-2:]) < losses[0]
+    a = _adapter(proj / "rwkv-0.pth")
+    assert a and all(t.numel() > 0 and torch.isfinite(t).all() for t in a.values())
