@@ -1,12 +1,13 @@
 """The real `rwkvft train` under DeepSpeed ZeRO 1/2/3: 2 processes on CPU (gloo), through the
 test-only launcher ds_cpu_launch.py (--accelerator cpu standing in for gpu). Issue 24's D1-D6.
 
-Five runs in all (each 30-170 s), shared by the tests through module fixtures:
+Seven runs in all (each 30-170 s); the first five are shared by the tests through module fixtures:
 - the tutorial's miss.sh flags (deepspeed_stage_1, bf16, MiSS, --quant nf4): two epoch saves,
   stop (--my_exit), --resume with --merge_output, then `rwkvft merge`;
 - ZeRO-3 in fp32 with an adapter tensor over DeepSpeed's 1e5-element persistence threshold,
   --accumulate_grad_batches 2 and --adam_eps 1 (Adam's step then follows the gradient's scale),
-  stopped after epoch 0 and resumed; against the same flags uninterrupted under plain DDP.
+  stopped after epoch 0 and resumed; against the same flags uninterrupted under plain DDP;
+- ZeRO-2 bf16 with PiSSA, and with state tuning.
 """
 from __future__ import annotations
 
