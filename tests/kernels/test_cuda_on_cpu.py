@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from cuda_on_cpu import KernelOnCpu, build, kernel_source, mutated
+from wkv_cases import compare, wkv7_case
 from rwkvft.kernels.cuda import wkv7_cuda
 from rwkvft.kernels.reference import wkv7_reference
 
-NAMES = ("y", "state", "r", "log_w", "k", "v", "a", "b", "state0")
 LIMIT = {  # (dtype, strongest decay) -> (y and state, gradients)
     (torch.float32, False): (5e-6, 1e-4),
     (torch.float32, True): (5e-6, 1.5e-3),
@@ -30,45 +30,9 @@ LIMIT = {  # (dtype, strongest decay) -> (y and state, gradients)
 }
 
 
-def wkv7_case(T, dtype, strongest=False, B=2, H=2, seed=0):
-    """Inputs of the test recipe (gpu_playbook §2.2) in `dtype` (log_w fp32), an initial state,
-    and output gradients gy, gS (gy in `dtype`: the wrapper hands the kernel dy in the I/O type)."""
-    g = torch.Generator().manual_seed(seed + T)
-    N = 64
-    r, k, v = (torch.randn(B, T, H, N, generator=g) for _ in range(3))
-    log_w = -math.exp(-0.5) * torch.sigmoid(torch.randn(B, T, H, N, generator=g) * 3)
-    if strongest:   # every channel at RWKV-7's smallest decay d = exp(-e^-0.5) = 0.545
-        log_w = torch.full_like(log_w, -math.exp(-0.5))
-    kappa = torch.nn.functional.normalize(torch.randn(B, T, H, N, generator=g), dim=-1)
-    eta = torch.sigmoid(torch.randn(B, T, H, N, generator=g))
-    xs = [r, log_w, k, v, -kappa, kappa * eta]
-    xs = [x if i == 1 else x.to(dtype) for i, x in enumerate(xs)]
-    s0 = torch.randn(B, H, N, N, generator=g) * 0.3
-    gy = torch.randn(B, T, H, N, generator=g).to(dtype)
-    gS = torch.randn(B, H, N, N, generator=g)
-    return xs, s0, gy, gS
-
-
-def _outputs_and_grads(fn, xs, s0, gy, gS):
-    leaves = [x.detach().clone().requires_grad_() for x in xs + [s0]]
-    y, S = fn(*leaves)
-    ((y * gy.to(y.dtype)).sum() + (S * gS.to(S.dtype)).sum()).backward()
-    return [y.detach(), S.detach()] + [t.grad for t in leaves]
-
-
 def errors(ops, case) -> dict[str, float]:
     """max |kernel - reference| / max |reference| for y, the state and every gradient."""
-    xs, s0, gy, gS = case
-    got = _outputs_and_grads(lambda *a: wkv7_cuda(*a[:6], a[6], ops=ops), xs, s0, gy, gS)
-    # the truth: float64 recurrence from the same (already rounded) inputs
-    want = _outputs_and_grads(lambda *a: wkv7_reference(*a[:6], a[6]),
-                              [x.double() for x in xs], s0.double(), gy.double(), gS.double())
-    out = {}
-    for name, a, b in zip(NAMES, got, want):
-        assert a is not None and a.shape == b.shape, name
-        err = (a.double() - b).abs().max() / b.abs().max()
-        out[name] = math.inf if not torch.isfinite(a).all() else err.item()
-    return out
+    return compare(lambda *a: wkv7_cuda(*a, ops=ops), wkv7_reference, case)
 
 
 def assert_within(errs, dtype, strongest):
