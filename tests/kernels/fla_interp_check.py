@@ -12,8 +12,8 @@ import time
 import triton_interp_shim
 
 triton_interp_shim.install()
-import fla.ops.rwkv6  # noqa: E402  (after the shim)
-import fla.ops.rwkv7  # noqa: E402
+import fla.ops.rwkv6  # noqa: E402,F401  (after the shim; patch_fla patches what they loaded)
+import fla.ops.rwkv7  # noqa: E402,F401
 
 triton_interp_shim.patch_fla()
 

@@ -12,12 +12,12 @@ mantissas) <= 4.4e-3. The limits below leave a margin of about 3x over those.
 """
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 
 from cuda_on_cpu import KernelOnCpu, build, kernel_source, mutated
+from cuda_on_cpu import cxx, kernel_lib, kernel_ops  # noqa: F401 (fixtures)
 from wkv_cases import compare, wkv7_case
 from rwkvft.kernels.cuda import wkv7_cuda
 from rwkvft.kernels.reference import wkv7_reference

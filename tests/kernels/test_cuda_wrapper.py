@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from cuda_on_cpu import cxx, kernel_lib, kernel_ops  # noqa: F401 (fixtures)
 from rwkvft.errors import UserError
 from rwkvft.kernels import resolve_op, wkv7
 from rwkvft.kernels.cuda import build_dir, wkv7_cuda

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from rwkvft.kernels.cuda import CHUNK_LEN, HEAD_SIZE, SOURCE
@@ -126,3 +127,26 @@ class KernelOnCpu:
         self.lib.wkv7_backward(r.dtype == torch.bfloat16, B, T, H,
                                _pointers([r, lw, k, v, a, b, s0, sa, ckpt, dy, dsT, *grads]))
         return grads
+
+
+# Fixtures (import them into a test module by name; a tests/kernels/conftest.py would shadow the
+# top-level `conftest` module the other test modules import helpers from)
+@pytest.fixture(scope="session")
+def cxx():
+    """A C++20 compiler (CI has g++ 12); the .cu-on-CPU tests skip without one."""
+    path = cxx20_compiler()
+    if path is None:
+        pytest.skip("no C++20 compiler with <barrier> (g++ >= 11) to run wkv7.cu on CPU threads")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kernel_lib(cxx, tmp_path_factory):
+    """The real wkv7.cu kernel bodies, compiled once per session."""
+    return build(cxx, kernel_source(), tmp_path_factory.mktemp("wkv7_cpu"))
+
+
+@pytest.fixture
+def kernel_ops(kernel_lib):
+    """A fresh `ops` object for wkv7_cuda(..., ops=...) running the real kernel on CPU."""
+    return KernelOnCpu(kernel_lib)
