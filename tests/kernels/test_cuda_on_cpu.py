@@ -12,7 +12,6 @@ mantissas) <= 4.4e-3. The limits below leave a margin of about 3x over those.
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
 
