@@ -75,17 +75,21 @@ def hf_model_type(cfg_path: Path):
 def hf_weight_files(index_path: Path) -> list[str]:
     """The shard names a model.safetensors.index.json maps to."""
     idx = read_object(index_path, "a sharded HF model folder", "re-export the folder")
-    weight_map = field(idx, "weight_map", "object", str(index_path))
-    names = set(weight_map.values())
+    names = list(field(idx, "weight_map", "object", str(index_path)).values())
     if not names or not all(isinstance(n, str) and n and "/" not in n for n in names):
         raise UserError(f"{index_path}: 'weight_map' must map tensor names to shard file names "
                         f"in the folder; re-export the folder")
-    return sorted(names)
+    return sorted(set(names))
 
 
 def train_config_settings(path: Path, keys) -> dict:
     """The `keys` of a run's train_config.json, each of its TrainConfig type."""
-    from .config import TrainConfig
     saved = read_object(path, "the run's settings", "pass the settings as flags instead")
+    return typed_train_config(saved, str(path), keys)
+
+
+def typed_train_config(saved: dict, source: str, keys) -> dict:
+    """The `keys` present in the train_config.json object `saved`, each of its TrainConfig type."""
+    from .config import TrainConfig
     kinds = {f.name: _ANNOTATION_KINDS.get(str(f.type), "str") for f in dataclasses.fields(TrainConfig)}
-    return {k: field(saved, k, kinds[k], str(path)) for k in keys if k in saved}
+    return {k: field(saved, k, kinds[k], source) for k in keys if k in saved}

@@ -10,35 +10,18 @@ import lightning  # noqa: F401  imported at collection so its log handler binds 
 import pytest  # stderr, not one test's capture (closed after that test)
 import torch
 
-from reliability_helpers import assert_unchanged, expect_error, snapshot, train_flags
-from rwkvft.adapters import adapter_state_dict, inject, parse_peft
-from rwkvft.checkpoint.adapter_io import fingerprint, save_adapter
-from rwkvft.checkpoint.rwkv_format import read_state_dict
+from reliability_helpers import assert_unchanged, expect_error, make_adapter, snapshot, train_flags
 from rwkvft.cli import main
-from rwkvft.models import load_model
 
 
 def cli(argv) -> int:
     return main([str(a) for a in argv])
 
 
-def _adapter(base, folder, method, conf, seed=0):
-    """A saved adapter of `method` on `base` with small random non-zero values."""
-    model = load_model(base)
-    names = inject(model, parse_peft(method, conf), [])
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for n in names:
-            p = model.get_parameter(n)
-            p.add_(0.01 * torch.randn_like(p))
-    return save_adapter(folder / "rwkv-0.pth", adapter_state_dict(model, names), names.config,
-                        fingerprint(read_state_dict(base)))
-
-
 @pytest.fixture(scope="module")
 def made(small_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("r2")
-    out = {m: _adapter(small_model, root / m, m, conf) for m, conf in
+    out = {m: make_adapter(small_model, root / m, m, conf) for m, conf in
            (("state", {}), ("lora", {"r": 4, "lora_alpha": 8}), ("miss", {"r": 4}), ("none", {}))}
     for m in ("lora", "miss"):
         out[f"hf-peft-{m}"] = root / f"hf-peft-{m}"
@@ -194,11 +177,11 @@ def test_export_lora_alpha_not_finite_blames_the_flag(capsys, made, small_model,
 
 @pytest.mark.parametrize("kind, needle", [("empty", "has no adapter_config.json"),
                                           ("hf-model", "is an HF model folder")])
-def test_adapter_init_from_a_folder_that_is_no_adapter(capsys, small_model, tokens_npy, tmp_path,
+def test_adapter_init_from_a_folder_that_is_nomake_adapter(capsys, small_model, tokens_npy, tmp_path,
                                                        kind, needle):
     folder = tmp_path / "f"
     if kind == "hf-model":
-        assert cli(["export", "--base", small_model, "--adapter", _adapter(small_model, tmp_path / "a",
+        assert cli(["export", "--base", small_model, "--adapter", make_adapter(small_model, tmp_path / "a",
                      "lora", {"r": 4, "lora_alpha": 8}), "--format", "hf", "--output", folder]) == 0
     else:
         folder.mkdir()
