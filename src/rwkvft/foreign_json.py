@@ -31,16 +31,41 @@ HF_PEFT = {"peft_type": ("str", None, ""), "r": ("int", *_POSITIVE), "mini_r": (
 HF_CONFIG = {"model_type": ("str", None, "")}
 HF_INDEX = {"weight_map": ("object", None, "")}
 
+# an rwkvft adapter_config.json (checkpoint/adapter_io writes it; a user may edit or damage it):
+# None-able fields take null, and "base" is the base model's fingerprint
+_NON_NEGATIVE = (lambda x: x >= 0, "a whole number >= 0")
+ADAPTER = {"method": ("str", None, ""), "mode": ("str", None, ""), "r": ("int", *_NON_NEGATIVE),
+           "alpha": ("number", None, ""), "dropout": ("number", *_DROPOUT),
+           "mini_r": ("int", *_NON_NEGATIVE), "targets": ("str_list", None, ""),
+           "train_parts": ("str_list", None, ""), "target_modules": ("str_list", None, ""),
+           "layers": ("int_list", None, ""), "base": ("object", None, ""),
+           "files": ("object", None, ""), "init": ("str", None, ""), "prompt_tokens": ("int", *_NON_NEGATIVE)}
+ADAPTER_NULLABLE = {"alpha", "target_modules", "layers", "base", "prompt_tokens"}
+FINGERPRINT = {"checksum": ("str", None, ""), "version": ("str", None, ""),
+               "n_layer": ("int", *_POSITIVE), "n_embd": ("int", *_POSITIVE),
+               "vocab_size": ("int", *_POSITIVE)}
+
 # train_config.json: every field has the JSON type of its TrainConfig annotation
 _ANNOTATION_KINDS = {"int": "int", "float": "number", "str": "str", "bool": "bool", "list": "str_list"}
 
 
-def _typed(obj: dict, table: dict, source: str) -> dict:
+def _typed(obj: dict, table: dict, source: str, nullable=()) -> dict:
     out = dict(obj)
     for name, (kind, check, must) in table.items():
         if name in obj:
-            out[name] = field(obj, name, kind, source, check=check, must=must)
+            out[name] = field(obj, name, kind, source, check=check, must=must,
+                              nullable=name in nullable)
     return out
+
+
+def adapter_config(config, path: Path) -> dict:
+    """An rwkvft adapter_config.json object, with every field it may hold typed."""
+    source = str(path)
+    fix = "restore it from the training run"
+    typed = _typed(as_object(config, source, fix), ADAPTER, source, ADAPTER_NULLABLE)
+    if typed.get("base"):
+        typed["base"] = _typed(typed["base"], FINGERPRINT, f"{source} (base)")
+    return typed
 
 
 def state_meta(raw, path) -> dict:

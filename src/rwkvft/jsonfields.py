@@ -70,6 +70,12 @@ def _str_list(v):
     return None
 
 
+def _int_list(v):
+    if isinstance(v, list) and all(_int(x) is not None for x in v):
+        return [_int(x) for x in v]
+    return None
+
+
 def _object(v):
     return v if isinstance(v, dict) else None
 
@@ -85,6 +91,7 @@ KINDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "str": (_str, "text"),
     "bool": (_bool, "true or false"),
     "str_list": (_str_list, "a list of names"),
+    "int_list": (_int_list, "a list of whole numbers"),
     "object": (_object, "an object"),
     "bool_or_str": (_bool_or_str, "true, false or a name"),
 }

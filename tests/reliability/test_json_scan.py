@@ -2,7 +2,8 @@
 field set to each JSON type in turn, and either reads it or raises one UserError; no other
 exception (TypeError, ValueError, KeyError, AttributeError, MemoryError) may come out.
 
-Readers: a Runner state file's rwkvft_state.json (read_state_file), a run's train_config.json
+Readers: an rwkvft adapter_config.json (hand-edited or damaged; read_adapter, then merged), a
+Runner state file's rwkvft_state.json (read_state_file), a run's train_config.json
 (eval's data settings and --resume's comparison), an HF peft adapter_config.json (read_hf_peft,
 used by --adapter_init, merge, export, eval and inspect) and an HF model folder's config.json and
 safetensors index (read_hf_folder).
@@ -27,13 +28,18 @@ from rwkvft.cli import main
 from rwkvft.cli.eval_cmd import DATA_KEYS, eval_config
 from rwkvft.config import TrainConfig
 from rwkvft.errors import UserError
-from rwkvft.foreign_json import HF_CONFIG, HF_PEFT, STATE_META
+from rwkvft.checkpoint.merge import merge_adapter_file
+from rwkvft.foreign_json import ADAPTER, FINGERPRINT, HF_CONFIG, HF_PEFT, STATE_META
 from rwkvft.training.resume_rules import MUST_MATCH
 from rwkvft.training.safety import check_resume_config
 
 # one value of every JSON type, and the edge values of each
 WRONG = [None, True, False, 0, -1, 10 ** 30, 1.5, float("nan"), float("inf"), "", "x", "0-1", "²",
          [], [1], ["a", "b"], [None], {}, {"a": 1}]
+
+
+# one value of each JSON type, for the slower readers (a merge per value)
+ONE_OF_EACH = [None, True, -1, 1.5, float("nan"), "x", [1], ["a"], {"a": 1}]
 
 
 def _reads_or_refuses(read, *args) -> None:
@@ -49,7 +55,8 @@ def files(small_model, tmp_path_factory):
     lora = make_adapter(small_model, root / "lora", "lora", {"r": 4, "lora_alpha": 8})
     miss = make_adapter(small_model, root / "miss", "miss", {"r": 4})
     state = make_adapter(small_model, root / "state", "state", {})
-    out = {"root": root, "mcfg": infer_config(read_state_dict(small_model))}
+    out = {"root": root, "mcfg": infer_config(read_state_dict(small_model)), "lora": lora,
+           "miss": miss, "state": state}
     for name, adapter, fmt in (("hf-peft-lora", lora, "hf-peft"), ("hf-peft-miss", miss, "hf-peft"),
                                ("hf", lora, "hf"), ("runner", state, "runner-state")):
         out[name] = root / (name + (".pth" if fmt == "runner-state" else ""))
@@ -78,11 +85,11 @@ def test_state_metadata(files, tmp_path):
             _reads_or_refuses(read_state_file, path, files["mcfg"])
 
 
-def _config_variants(original: dict, names):
-    for value in WRONG:
+def _config_variants(original: dict, names, values=WRONG):
+    for value in values:
         yield value  # the whole file of another type
     for name in names:
-        for value in WRONG:
+        for value in values:
             yield {**original, name: value}
 
 
@@ -129,3 +136,16 @@ def test_train_config_for_resume(tmp_path):
     for variant in _config_variants(original, fields):
         (tmp_path / "train_config.json").write_text(json.dumps(variant))
         _reads_or_refuses(check_resume_config, cfg, tmp_path, tuple(MUST_MATCH))
+
+
+@pytest.mark.parametrize("method", ["lora", "miss", "state"])
+def test_rwkvft_adapter_config(files, small_model, tmp_path, method):
+    folder = shutil.copytree(files[method].parent, tmp_path / "run")
+    original = json.loads((folder / "adapter_config.json").read_text())
+    base_sd = read_state_dict(small_model)
+    variants = list(_config_variants(original, sorted(set(original) | set(ADAPTER)), ONE_OF_EACH))
+    variants += [{**original, "base": {**original["base"], name: value}}
+                 for name in FINGERPRINT for value in ONE_OF_EACH]
+    for variant in variants:
+        (folder / "adapter_config.json").write_text(json.dumps(variant))
+        _reads_or_refuses(merge_adapter_file, base_sd, folder / "rwkv-0.pth")
