@@ -226,3 +226,22 @@ def test_export_cleans_its_own_stale_temps(made, small_model, tmp_path):
     assert cli(["export", "--base", small_model, "--adapter", made["lora"], "--format", "hf",
                  "--output", out, "--force"]) == 0
     assert not parked.exists() and mine.exists()
+
+
+@pytest.mark.parametrize("fmt", ["st", "pth"])
+def test_merge_onto_a_full_disk(capsys, made, small_model, tmp_path, monkeypatch, fmt):
+    """The sibling of the export case: safetensors' and torch's own disk-full errors."""
+    out = tmp_path / f"m.{fmt}"
+    assert cli(["merge", "--base", small_model, "--adapter", made["lora"], "--output", out]) == 0
+    before = snapshot(tmp_path, small_model, made["lora"])
+    _disk_full(monkeypatch)
+    import rwkvft.checkpoint.rwkv_format as rf
+
+    def torch_full(*a, **k):  # torch's zip writer reports a full disk this way
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+    monkeypatch.setattr(rf.torch, "save", torch_full)
+    expect_error(capsys, ["merge", "--base", small_model, "--adapter", made["lora"], "--output", out,
+                          "--force"], f"could not write {out}", "is the disk full?",
+                 f"the previous {out} is intact")
+    assert_unchanged(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
