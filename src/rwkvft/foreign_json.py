@@ -39,7 +39,8 @@ ADAPTER = {"method": ("str", None, ""), "mode": ("str", None, ""), "r": ("int", 
            "mini_r": ("int", *_NON_NEGATIVE), "targets": ("str_list", None, ""),
            "train_parts": ("str_list", None, ""), "target_modules": ("str_list", None, ""),
            "layers": ("int_list", None, ""), "base": ("object", None, ""),
-           "files": ("object", None, ""), "init": ("str", None, ""), "prompt_tokens": ("int", *_NON_NEGATIVE)}
+           "files": ("object", None, ""), "init": ("str", None, ""),
+           "prompt_tokens": ("int_list", None, "")}  # a state adapter's init "base" prompt
 ADAPTER_NULLABLE = {"alpha", "target_modules", "layers", "base", "prompt_tokens"}
 FINGERPRINT = {"checksum": ("str", None, ""), "version": ("str", None, ""),
                "n_layer": ("int", *_POSITIVE), "n_embd": ("int", *_POSITIVE),
@@ -99,8 +100,9 @@ def hf_model_type(cfg_path: Path):
 
 def hf_weight_files(index_path: Path) -> list[str]:
     """The shard names a model.safetensors.index.json maps to."""
-    idx = read_object(index_path, "a sharded HF model folder", "re-export the folder")
-    names = list(field(idx, "weight_map", "object", str(index_path)).values())
+    idx = _typed(read_object(index_path, "a sharded HF model folder", "re-export the folder"),
+                 HF_INDEX, str(index_path))
+    names = list(idx.get("weight_map", {}).values())
     if not names or not all(isinstance(n, str) and n and "/" not in n for n in names):
         raise UserError(f"{index_path}: 'weight_map' must map tensor names to shard file names "
                         f"in the folder; re-export the folder")

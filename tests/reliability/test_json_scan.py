@@ -149,3 +149,17 @@ def test_rwkvft_adapter_config(files, small_model, tmp_path, method):
     for variant in variants:
         (folder / "adapter_config.json").write_text(json.dumps(variant))
         _reads_or_refuses(merge_adapter_file, base_sd, folder / "rwkv-0.pth")
+
+
+def test_valid_adapter_configs_still_read(tmp_path):
+    """The table must not refuse what rwkvft writes: every option of every method."""
+    from rwkvft.adapters import parse_peft
+    from rwkvft.foreign_json import adapter_config
+    for method, conf in (("state", {"init": "base", "prompt_tokens": [3, 4]}), ("pissa", {"r": 4}),
+                         ("miss", {"r": 4, "mode": "mini", "mini_r": 2, "layers": "0-1"}),
+                         ("lora", {"r": 4, "lora_alpha": 8, "target_modules": ["att.key"]}),
+                         ("none", {})):
+        written = json.loads(json.dumps(parse_peft(method, conf).to_dict()))
+        written["base"] = {"checksum": "ab", "version": "x070", "n_layer": 2, "n_embd": 128,
+                           "vocab_size": 97}
+        assert adapter_config(written, tmp_path / "adapter_config.json") == written
