@@ -24,6 +24,7 @@ from pathlib import Path
 from ..errors import UserError
 
 LOCK_NAME = ".rwkvft-run.lock"
+_HELD_ERRNOS = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # flock: another process holds it
 _held: dict[str, int] = {}  # resolved proj_dir -> descriptor holding its lock (this process)
 
 
@@ -58,8 +59,10 @@ def refuse_if_busy(argv: list[str]) -> None:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        raise UserError(_busy(proj, path)) from None
+    except OSError as e:
+        if e.errno in _HELD_ERRNOS:
+            raise UserError(_busy(proj, path)) from None
+        # another failure (no locks on this file system): `hold` reports it
     finally:
         os.close(fd)  # closing drops the probe's shared lock
 
@@ -99,7 +102,7 @@ def _lock_current(path: Path, tries: int = 5) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if e.errno in _HELD_ERRNOS:
                 tries -= 1
                 if tries <= 0:
                     return None
