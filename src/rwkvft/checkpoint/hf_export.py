@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..foreign_json import hf_model_type, hf_weight_files
 from ..utils import atomic_dir
 from .export_common import checked_merge, method_label
 
@@ -176,7 +177,7 @@ def official_name(hf: str) -> tuple[str, bool]:
 def _weights_files(folder: Path) -> list[Path]:
     index = folder / (WEIGHTS_FILE + ".index.json")
     if index.exists():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        names = hf_weight_files(index)
         return [folder / n for n in names]
     if (folder / WEIGHTS_FILE).exists():
         return [folder / WEIGHTS_FILE]
@@ -192,10 +193,7 @@ def read_hf_folder(folder) -> dict:
     if not cfg_path.exists():
         raise UserError(f"{folder} is a folder without config.json; pass a model file (.pth, "
                         f".safetensors, .st) or a Hugging Face model folder")
-    try:
-        model_type = json.loads(cfg_path.read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise UserError(f"{cfg_path} is not a valid JSON config ({e}); re-export the folder") from None
+    model_type = hf_model_type(cfg_path)
     if model_type != "rwkv7":
         raise UserError(f"HF folder {folder} holds a {model_type!r} model (config.json model_type); "
                         f"rwkvft reads RWKV-7 folders (model_type 'rwkv7') or official RWKV files only")

@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if not debug:
         quiet_library_noise()
     try:
+        if command == "train":  # a busy --proj_dir is refused before the slow imports
+            from ..training.runlock import refuse_if_busy
+            refuse_if_busy(argv)
         parser = build_parser(command)
         args = parser.parse_args(argv)
         if not args.command:

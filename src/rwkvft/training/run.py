@@ -26,7 +26,7 @@ from ..config import TrainConfig
 from ..data.from_flags import data_config
 from ..errors import UserError
 from ..utils import atomic_path
-from . import ds, nodes, safety
+from . import ds, nodes, resume_rules, runlock, safety
 from .model_prep import prepare_model, quant_device
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
 from .interrupt import Interrupted, StopRequest
@@ -35,13 +35,6 @@ from .steps import ResumableData, StepEvents, budget_steps, silence_mid_epoch_re
 
 if TYPE_CHECKING:
     from ..data import DataConfig
-
-# settings a resumed run must share with the run it continues
-RESUME_KEYS = ("load_model", "peft", "peft_config", "train_parts", "ctx_len", "micro_bsz",
-               "epoch_steps", "accumulate_grad_batches", "data_file", "data_type", "dataload",
-               "random_seed", "lr_init", "lr_final", "lr_schedule", "warmup_steps", "epoch_begin",
-               "val_split", "group_by_length")
-
 
 @dataclass
 class TrainResult:
@@ -108,13 +101,14 @@ def prepare_proj_dir(cfg: TrainConfig) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"--proj_dir {proj} is not writable ({e.strerror}); choose another folder") from None
+    runlock.hold(proj)  # one run per folder, before anything in it is removed or checked
     safety.clean_stale_temps(proj)
     found = safety.existing_run(proj)
     if cfg.resume:
         if not (proj / "last.ckpt").exists():
             raise UserError(f"--resume: nothing to resume in {proj} (no last.ckpt); "
                             f"start without --resume")
-        safety.check_resume_config(cfg, proj, RESUME_KEYS)
+        resume_rules.check_resume_flags(cfg, proj)  # one table: what must match, what may change
         resumed_at = safety.read_resume_checkpoint(proj / "last.ckpt").get("global_step", 0)
         truncate_loss_log(proj, total_optimizer_steps(cfg)[1] + int(resumed_at))
     elif found and not cfg.overwrite:
@@ -236,6 +230,13 @@ def _loggers(cfg: TrainConfig, proj: Path):
 
 def train(cfg: TrainConfig) -> TrainResult:
     """The recipe (module docstring): each step is one function below."""
+    try:
+        return _train(cfg)
+    finally:
+        runlock.release(Path(cfg.proj_dir))  # held from prepare_proj_dir on (rank 0)
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
     import lightning as L
 
     plan = plan_run(cfg)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError, quote
+from ..foreign_json import typed_train_config
 from ..utils import same_file
 
 # Every file a training run writes into --proj_dir (regular expressions on the file name).
@@ -201,6 +202,7 @@ def check_resume_config(cfg, proj: Path, keys) -> None:
     if not isinstance(saved, dict):
         raise UserError(f"--resume: {saved_path} does not hold a configuration; restore it or "
                         f"start a new run with --overwrite")
+    saved = typed_train_config(saved, f"--resume: {saved_path}", keys)  # a field's type is checked
     now = json.loads(cfg.to_json())
     for k in keys:
         if k in saved and not _same_setting(k, saved, now):
