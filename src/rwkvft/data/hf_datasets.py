@@ -11,6 +11,7 @@ Rows become the same record dicts a jsonl line gives (formats.py reads both alik
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def _library():
         raise UserError("reading Hugging Face datasets needs the `datasets` library: "
                         "pip install 'rwkvft[datasets]'") from None
     datasets.disable_progress_bars()
+    # the Hub client logs each retry of an unreachable host; the failure is reported as one line
+    datasets.logging.set_verbosity_error()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     return datasets
 
 
