@@ -206,3 +206,18 @@ def conversation(record, text_field: str = "text", sft_field=None) -> Conversati
 def from_messages(messages: list[dict], tools=None) -> Conversation:
     """A Conversation from OpenAI-style message dicts (the Python API: `render_conversation`)."""
     return Conversation(_turns(messages), _tools({"tools": tools}))
+
+
+def to_messages(conv: Conversation) -> list[dict]:
+    """OpenAI/HF message dicts of a Conversation (think as reasoning_content, tool-call arguments as
+    objects): what a Hugging Face chat_template takes."""
+    out = []
+    for m in conv.messages:
+        d = {"role": m.role, "content": m.content}
+        if m.think is not None:
+            d["reasoning_content"] = m.think
+        if m.tool_calls:
+            d["tool_calls"] = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                               for c in m.tool_calls]
+        out.append(d)
+    return out
