@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 RESUME_KEYS = ("load_model", "peft", "peft_config", "train_parts", "ctx_len", "micro_bsz",
                "epoch_steps", "accumulate_grad_batches", "data_file", "data_type", "dataload",
                "random_seed", "lr_init", "lr_final", "lr_schedule", "warmup_steps", "epoch_begin",
-               "val_split", "group_by_length")
+               "val_split", "group_by_length", "chat_template", "train_on_think", "data_split", "data_config")
 
 
 @dataclass
