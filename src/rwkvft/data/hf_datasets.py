@@ -82,11 +82,12 @@ def _from_hub(lib, name: str, split: str, config: str):
     try:
         return lib.load_dataset(name, config or None, split=split)
     except Exception as e:  # noqa: BLE001 - offline, unknown name, bad split: one line for all
-        subset = f", {config!r}" if config else ""
-        raise UserError(f"cannot load Hugging Face dataset {name} (split {split!r}{', config ' + config if config else ''}): "
-                        f"{_first_line(e)}. With no network, download it on a connected machine with "
-                        f"datasets.load_dataset({name!r}{subset}) into the Hugging Face cache "
-                        f"(~/.cache/huggingface), or save_to_disk() it and pass that folder") from None
+        which = f"split {split!r}" + (f", config {config!r}" if config else "")
+        call = f"{name!r}" + (f", {config!r}" if config else "")
+        raise UserError(f"cannot load Hugging Face dataset {name} ({which}): {_first_line(e)}. With no "
+                        f"network, download it on a connected machine with datasets.load_dataset({call}) "
+                        f"into the Hugging Face cache (~/.cache/huggingface), or save_to_disk() it and "
+                        f"pass that folder") from None
 
 
 def load_records(source: str, split: str = "train", config: str = ""):
