@@ -19,7 +19,7 @@ from ..errors import UserError
 # settings that decide how a data file becomes samples (copied from the run's train_config.json)
 DATA_KEYS = ("data_type", "dataload", "loss_mask", "ctx_len", "micro_bsz", "long_docs",
              "text_field", "sft_field", "user_role", "assistant_role", "system_role",
-             "max_bad_fraction", "head_chunk")
+             "max_bad_fraction", "head_chunk", "chat_template", "train_on_think", "data_split", "data_config")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, typ in (("data_type", str), ("dataload", str), ("loss_mask", str), ("ctx_len", int),
                       ("micro_bsz", int), ("long_docs", str), ("text_field", str),
                       ("user_role", str), ("assistant_role", str), ("system_role", str),
-                      ("max_bad_fraction", float), ("head_chunk", int)):
+                      ("max_bad_fraction", float), ("head_chunk", int), ("chat_template", str),
+                      ("data_split", str), ("data_config", str)):
         parser.add_argument(f"--{name}", type=typ, default=S,
                             help=HELP[name] + " (default: the run's train_config.json, else train's default)")
     parser.add_argument("--sft_field", nargs=2, default=S, help=HELP["sft_field"])
@@ -63,7 +64,8 @@ def _saved_settings(args) -> dict:
             raise UserError(f"--train_config {path} not found")
         return {}
     from ..foreign_json import train_config_settings
-    return train_config_settings(path, DATA_KEYS)
+    # a run from before chat templates wrote its chat records in what is now `raw`
+    return {"chat_template": "raw", **train_config_settings(path, DATA_KEYS)}
 
 
 def eval_config(args):

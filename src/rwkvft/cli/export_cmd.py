@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     module, function, _ = FORMATS[args.format]
     writer = getattr(importlib.import_module(module), function)
     base_sd, adapter_sd, config = load_inputs(base, adapter, args.lora_alpha)
+    if args.format == "hf":  # the exported chat_template writes what the run trained on
+        from ..data.templates.jinja import run_chat_template
+        config = dict(config, chat_template=run_chat_template(adapter))
     from .output_guard import writing_output
     with writing_output(out):  # stale temps of a killed export go; a full disk is one line
         lines = writer(base_sd, adapter_sd, config, out)

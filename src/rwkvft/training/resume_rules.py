@@ -36,6 +36,8 @@ MUST_MATCH = {
     "train_type": "the gradient (infctx carries state between chunks)",
     "chunk_ctx": "where the state is carried (and cut, with truncated bptt)",
     "infctx_bptt": "the gradient (full or truncated)",
+    "chat_template": "how chat records are rendered", "train_on_think": "which tokens carry loss",
+    "data_split": "the data", "data_config": "the data",
 }
 
 # flag -> why it may change on resume

@@ -351,7 +351,8 @@ def sample_writer(cfg: TrainConfig, vocab_size: int):
     from ..data.formats import Roles
     from .samples import SampleWriter, read_prompts
     writer = SampleWriter(read_prompts(cfg.sample_prompts, Roles(cfg.user_role, cfg.assistant_role,
-                                                                  cfg.system_role)),
+                                                                  cfg.system_role, cfg.chat_template,
+                                                                  cfg.train_on_think)),
                           cfg.proj_dir, cfg.sample_tokens)
     writer.check_model(vocab_size)
     return writer
