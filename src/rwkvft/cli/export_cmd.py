@@ -31,9 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..formats import export
-    for line in export(args.base, args.adapter, args.format, args.output,
-                       lora_alpha=args.lora_alpha, force=args.force, layout=args.layout,
-                       dtype=args.dtype):
+    from .output_guard import writing_output
+    with writing_output(Path(args.output)):  # stale temps of a killed export go; a full disk is one line
+        lines = export(args.base, args.adapter, args.format, args.output, lora_alpha=args.lora_alpha,
+                       force=args.force, layout=args.layout, dtype=args.dtype)
+    for line in lines:
         print(line)
     return 0

@@ -24,7 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..formats import merge
-    print(merge(args.base, args.adapter, args.output, fmt=args.format, dtype=args.dtype,
-                lora_alpha=args.lora_alpha, force=args.force))
+    from .output_guard import writing_output
+    with writing_output(Path(args.output)):  # stale temps of a killed merge go; a full disk is one line
+        line = merge(args.base, args.adapter, args.output, fmt=args.format, dtype=args.dtype,
+                     lora_alpha=args.lora_alpha, force=args.force)
+    print(line)
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..foreign_json import adapter_config
 from ..utils import atomic_path
 from .common import SAFETENSORS_SUFFIXES, load_pth, load_safetensors, read_json
 from .registry import Format, register
@@ -98,6 +99,7 @@ def read_adapter_file(path) -> tuple[dict, dict]:
     config = read_json(cfg_path, "an rwkvft adapter")
     if "method" not in config:
         raise UserError(f"{cfg_path} has no 'method' field; it is not an rwkvft adapter config")
+    config = adapter_config(config, cfg_path)  # each field of the type rwkvft wrote
     _check_saved_with(path, config, cfg_path)
     return sd, config
 

@@ -43,4 +43,9 @@ def export(base, adapter, fmt: str, output, lora_alpha: float | None = None, for
     _check_paths(base, adapter, out, target, force)
     base_sd, adapter_sd, config = load_inputs(base, adapter, lora_alpha)
     registry.require(target, methods.get(config.get("method")), config)
-    return target.export(base_sd, adapter_sd, config, out, {k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    if "chat_template" in target.options and "chat_template" not in options:
+        # the exported chat template writes what the run trained on (its train_config.json)
+        from ..data.templates.jinja import run_chat_template
+        options["chat_template"] = run_chat_template(adapter)
+    return target.export(base_sd, adapter_sd, config, out, options)

@@ -22,9 +22,10 @@ import torch
 from ..adapters.merge import merge_state_dict
 from ..adapters.registry import get as method_of
 from ..errors import UserError
+from ..foreign_json import hf_model_type, hf_weight_files
 from ..models.schema import infer_config
 from ..utils import atomic_dir
-from .common import official_order, read_json, write_json
+from .common import official_order, write_json
 from .hf_native import export_native, is_native_folder
 from .registry import Format, register
 
@@ -113,12 +114,14 @@ SHIMS = {  # re-exports: the classes stay rwkv7-hf's own (a subclass loses use_c
 }
 
 
-def _write_tokenizer(folder: Path, vocab_size: int) -> None:
+def _write_tokenizer(folder: Path, vocab_size: int, chat_template: str) -> None:
+    from ..data.templates.jinja import write_chat_template
     from ..data.tokenizer import _vocab_path
     shutil.copyfile(_vocab_path(), folder / VOCAB_FILE)
     tok = {"tokenizer_class": "RWKV7Tokenizer", "model_vocab_size": vocab_size,
            "pad_token": "<|padding|>", "eos_token": "<|endoftext|>", "errors": "replace",
            "auto_map": TOKENIZER_AUTO_MAP}
+    write_chat_template(folder, tok, chat_template)  # chat_template.jinja + the tokenizer_config field
     write_json(folder / "tokenizer_config.json", tok)
     write_json(folder / "special_tokens_map.json", {"pad_token": "<|padding|>", "eos_token": "<|endoftext|>"})
 
@@ -133,7 +136,7 @@ def require_rwkv7(sd: dict, what: str):
     return cfg
 
 
-def write_hf_folder(sd: dict, output: Path) -> None:
+def write_hf_folder(sd: dict, output: Path, chat_template: str = "g1") -> None:
     """Write a merged RWKV-7 state dict as an HF model folder, atomically."""
     from safetensors.torch import save_file
 
@@ -144,17 +147,18 @@ def write_hf_folder(sd: dict, output: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         write_json(tmp / "config.json", hf_config(cfg, dtype))
         write_json(tmp / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 0, "pad_token_id": 0})
-        _write_tokenizer(tmp, cfg.vocab_size)
+        _write_tokenizer(tmp, cfg.vocab_size, chat_template)
         for name, text in SHIMS.items():
             (tmp / name).write_text(text, encoding="utf-8")
 
 
-def write_hf(base_sd: dict, adapter_sd: dict, adapter_config: dict, output: Path) -> list[str]:
+def write_hf(base_sd: dict, adapter_sd: dict, adapter_config: dict, output: Path,
+             chat_template: str = "g1") -> list[str]:
     """Merge the adapter into the base and write the HF folder (base dtype)."""
     require_rwkv7(base_sd, "--format hf")
     merged = merge_state_dict(base_sd, adapter_sd, adapter_config)
     dtype = base_sd["emb.weight"].dtype
-    write_hf_folder({k: v.to(dtype) for k, v in merged.items()}, output)
+    write_hf_folder({k: v.to(dtype) for k, v in merged.items()}, output, chat_template)
     label = method_of(adapter_config["method"]).describe(adapter_config)
     return [f"wrote Hugging Face RWKV-7 folder {output} ({label} adapter merged, "
             f"{str(dtype).replace('torch.', '')})",
@@ -198,10 +202,7 @@ def official_name(hf: str) -> tuple[str, bool]:
 def _weights_files(folder: Path) -> list[Path]:
     index = folder / (WEIGHTS_FILE + ".index.json")
     if index.exists():
-        weight_map = read_json(index, "a sharded model folder").get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise UserError(f"{index} has no weight_map object; re-export the folder")
-        names = sorted({str(v) for v in weight_map.values()})
+        names = hf_weight_files(index)
         return [folder / n for n in names]
     if (folder / WEIGHTS_FILE).exists():
         return [folder / WEIGHTS_FILE]
@@ -217,7 +218,7 @@ def read_hf_folder(folder) -> dict:
     if not cfg_path.exists():
         raise UserError(f"{folder} is a folder without config.json; pass a model file (.pth, "
                         f".safetensors, .st) or a Hugging Face model folder")
-    model_type = read_json(cfg_path, "a Hugging Face model folder").get("model_type")
+    model_type = hf_model_type(cfg_path)
     if model_type != "rwkv7":
         raise UserError(f"HF folder {folder} holds a {model_type!r} model (config.json model_type); "
                         f"rwkvft reads RWKV-7 folders (model_type 'rwkv7') or official RWKV files only")
@@ -256,7 +257,7 @@ def export(base_sd: dict, adapter_sd: dict, config: dict, output: Path, options:
         return export_native(base_sd, adapter_sd, config, output, options)
     if options.get("dtype"):
         raise UserError("--dtype applies to --layout native; the fla layout keeps the base's dtype")
-    return write_hf(base_sd, adapter_sd, config, output)
+    return write_hf(base_sd, adapter_sd, config, output, options.get("chat_template", "g1"))
 
 
 FORMAT = register(Format(
@@ -264,4 +265,6 @@ FORMAT = register(Format(
     what="Hugging Face RWKV-7 model folder (merged; --layout fla: fla-hub / rwkv7-hf names, "
          "tokenizer files; --layout native: Rwkv7ForCausalLM, bf16 or --dtype)",
     recognise=is_fla_folder, read=read_hf_folder, export=export,
-    options={"layout": "fla (default) or native", "dtype": "native layout: bf16 (default), fp16, fp32"}))
+    options={"layout": "fla (default) or native", "dtype": "native layout: bf16 (default), fp16, fp32",
+             "chat_template": "fla layout: the template written as chat_template.jinja (default: "
+                              "the run's, from train_config.json beside the adapter)"}))

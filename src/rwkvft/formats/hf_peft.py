@@ -20,8 +20,9 @@ import torch
 from ..adapters.merge import merge_state_dict
 from ..adapters.registry import get as method_of
 from ..errors import UserError
+from ..foreign_json import hf_peft_config
 from ..utils import atomic_dir
-from .common import load_safetensors, read_json
+from .common import load_safetensors
 from .hf_fla import hf_name, official_name, require_rwkv7
 from .hf_native import native_name, official_key
 from .registry import Format, register
@@ -48,12 +49,15 @@ def hf_peft_adapter(base_sd: dict, adapter_sd: dict, config: dict, layout: str =
     require_rwkv7(base_sd, "--format hf-peft")
     merge_state_dict(base_sd, adapter_sd, config)     # every fit / shape / NaN check
     groups, full = split_adapter(adapter_sd, method)
+    if not groups:  # a state adapter or a full fine-tune: say so, not "from train_parts"
+        other = ("a state file: --format runner-state or ai00-state" if method.carries_state
+                 else "the merged model: --format hf")
+        raise UserError(f"a {method.describe(config)} adapter has no adapter matrices, and matrices are "
+                        f"all an HF peft adapter holds; export {other}")
     if full:
         raise UserError(f"this adapter also trains full tensors ({sorted(full)[0]}, ... from "
                         f"train_parts), which an HF peft adapter cannot carry; export the merged "
                         f"model with --format hf instead")
-    if not groups:
-        raise UserError(f"this {method.describe(config)} adapter has no adapter matrices; nothing to export")
     by_prefix, peft = method.hf_peft(groups, config, base_sd)
     tensors = {f"{PREFIX}{_hf_module(p, layout)}.{param}": t for p, params in by_prefix.items()
                for param, t in params.items()}
@@ -101,9 +105,7 @@ def is_hf_peft_folder(path: Path) -> bool:
 
 
 def _read_config(folder: Path) -> dict:
-    cfg = read_json(folder / CONFIG_NAME, "an HF peft adapter folder")
-    if "peft_type" not in cfg:
-        raise UserError(f"{folder / CONFIG_NAME} has no peft_type; it is not an HF peft adapter folder")
+    cfg = hf_peft_config(folder)
     kind = str(cfg["peft_type"]).upper()
     if kind not in ("MISS", "LORA"):
         raise UserError(f"HF peft adapter {folder} is {kind}; rwkvft reads MISS and LORA adapters")

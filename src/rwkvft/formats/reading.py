@@ -83,13 +83,14 @@ def with_alpha(config: dict, lora_alpha: float | None) -> dict:
     and only for a method that declares an alpha option."""
     if lora_alpha is None:
         return config
+    # the flag's range first (whatever the adapter), then whether the method takes an alpha
+    if not (isinstance(lora_alpha, (int, float)) and math.isfinite(lora_alpha) and lora_alpha > 0):
+        raise UserError(f"--lora_alpha must be a positive number, got {lora_alpha:g}; "
+                        f"pass the lora_alpha used for training")
     method = methods.get(config.get("method"))
     if method.alpha_key is None:
         raise UserError(f"--lora_alpha applies to LoRA adapters only; this one is "
                         f"{config.get('method')}: drop the flag")
-    if not (isinstance(lora_alpha, (int, float)) and math.isfinite(lora_alpha) and lora_alpha > 0):
-        raise UserError(f"--lora_alpha must be a positive number, got {lora_alpha:g}; "
-                        f"pass the lora_alpha used for training")
     return dict(config, **{method.alpha_key: float(lora_alpha)})
 
 

@@ -17,6 +17,7 @@ import torch
 
 from ..adapters.registry import get as method_of
 from ..errors import UserError
+from ..foreign_json import state_meta
 from ..utils import atomic_path
 from .adapter_file import CONFIG_NAME, read_adapter_file
 from .common import load_pth, stats
@@ -48,7 +49,7 @@ def read(path: Path) -> tuple[dict, dict]:
             if rest:
                 raise UserError(f"{path} also trains {len(rest)} other tensor(s) (e.g. {sorted(rest)[0]}); "
                                 f"pass it with --adapter so they are applied too")
-            return {k: v.float() for k, v in states.items()}, dict(config.get("base") or {})
+            return {k: v.float() for k, v in states.items()}, state_meta(config.get("base") or {}, path)
     if path.suffix.lower() == ".safetensors":
         raise UserError(f"{path} is no rwkvft state adapter (no adapter_config.json with method "
                         f"state beside it); an Ai00 state file must end in .state")
@@ -62,7 +63,7 @@ def _pth_meta(path: Path) -> dict:
     try:
         with zipfile.ZipFile(path) as z:
             entry = next((n for n in z.namelist() if n.endswith("/" + META_ENTRY)), None)
-            return json.loads(z.read(entry)) if entry else {}
+            return state_meta(json.loads(z.read(entry)), path) if entry else {}
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError):
         return {}
 

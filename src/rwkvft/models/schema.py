@@ -3,7 +3,7 @@
 ModelConfig, the version names and labels, the official key -> shape tables (spec rwkv_arch.md
 §2, §5.3, §5.4), `infer_config` (every size from tensor shapes, never from user flags), the
 checks of user-given sizes, and the parameter groups `train_parts` names (ln / time / emb /
-head). `rwkvft.checkpoint` (file I/O) and `rwkvft.models` (the modules) both build on this
+head). `rwkvft.formats` (file I/O) and `rwkvft.models` (the modules) both build on this
 module; it imports neither of them.
 """
 from __future__ import annotations
