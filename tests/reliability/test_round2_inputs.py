@@ -176,6 +176,18 @@ def test_export_lora_alpha_not_finite_blames_the_flag(capsys, made, small_model,
     assert_unchanged(before)
 
 
+def test_lora_alpha_range_is_checked_before_the_method(capsys, made, small_model, tmp_path):
+    """formats.with_alpha: a bad value is blamed as the value whatever the adapter (h29's order);
+    a good value on a MiSS adapter is refused as the wrong method."""
+    before = snapshot(small_model, made["miss"].parent)
+    cmd = ["export", "--base", small_model, "--adapter", made["miss"], "--format", "hf",
+           "--output", tmp_path / "o"]
+    expect_error(capsys, cmd + ["--lora_alpha", "nan"], "--lora_alpha must be a positive number, got nan")
+    expect_error(capsys, cmd + ["--lora_alpha", "8"], "--lora_alpha applies to LoRA adapters only")
+    assert_unchanged(before)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("kind, needle", [("empty", "has no adapter_config.json"),
                                           ("hf-model", "is an HF model folder")])
 def test_adapter_init_from_a_folder_that_is_nomake_adapter(capsys, small_model, tokens_npy, tmp_path,

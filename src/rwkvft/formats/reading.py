@@ -56,6 +56,8 @@ def read_adapter(path) -> tuple[dict, dict]:
     fmt = registry.reader_of(p, "adapter")
     if fmt is None:
         if p.is_dir():
+            from ..foreign_json import hf_peft_config
+            hf_peft_config(p)   # names the folder: no adapter_config.json, or an HF model folder
             raise UserError(f"{p} is a folder but no adapter: an HF peft adapter folder holds "
                             f"adapter_config.json and adapter_model.safetensors (and no config.json)")
         require_file(p, "adapter")
