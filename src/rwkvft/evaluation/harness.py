@@ -37,6 +37,18 @@ def assemble(pretrained, adapter=None, state=None, lora_alpha=None, device="cpu"
     return model
 
 
+def _device(device) -> str:
+    """lm-eval's command line asks for "cuda" unless told otherwise; like its HF model, run on
+    the CPU (saying so) when no GPU is visible."""
+    import torch
+    device = str(device or "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        import logging
+        logging.getLogger(__name__).warning("no CUDA GPU visible: the rwkvft model runs on the CPU")
+        return "cpu"
+    return device
+
+
 def _flag(value) -> bool:
     """model_args arrive as strings from the lm_eval command line."""
     return str(value).lower() in ("1", "true", "yes") if not isinstance(value, bool) else value
@@ -63,6 +75,8 @@ class RwkvLM(TemplateLM):
         if str(dtype) not in DTYPES:
             raise UserError(f"dtype {dtype!r} is not one of float32, bfloat16, float16")
         torch_dtype = getattr(torch, DTYPES[str(dtype)])
+        device = _device(device)
+        batch_size = int(batch_size) if str(batch_size).isdigit() else 8   # lm-eval may say "auto"
         if model is None:
             model = assemble(pretrained, adapter, state, None if lora_alpha is None else float(lora_alpha),
                              device=device, dtype=torch_dtype)
