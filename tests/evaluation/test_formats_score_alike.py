@@ -13,7 +13,7 @@ from rwkvft.checkpoint.hf_export import write_hf_folder
 from rwkvft.checkpoint.rwkv_format import write_state_dict
 from rwkvft.cli import main
 from rwkvft.evaluation.harness import RwkvLM
-from rwkvft.evaluation.scoring import Scorer
+from rwkvft.evaluation.scoring import Scorer, pick
 from rwkvft.evaluation.tasks import run_tasks, task_manager
 from rwkvft.models import build_model
 from rwkvft.models.init import new_config, random_state_dict
@@ -27,8 +27,7 @@ class HFScorer(Scorer):
 
     def _run(self, idx, state=None, positions=None):
         assert state is None
-        logits = self.model(input_ids=idx).logits
-        return (logits if positions is None else logits[:, positions]), None
+        return pick(self.model(input_ids=idx).logits, positions), None
 
 
 class Recording(RwkvLM):

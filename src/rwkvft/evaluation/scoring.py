@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+# tokens whose logits one rolling call computes at most (2048 x 65536 fp32 = 0.5 GiB)
+LOGIT_TOKENS = 2048
+
 
 @dataclass
 class Counter:
@@ -34,6 +37,16 @@ class Counter:
 def select_state(state, index: torch.Tensor):
     """Rows `index` of a batched state (copies: the model never writes into them in place)."""
     return [tuple(t.index_select(0, index) for t in layer) for layer in state]
+
+
+def pick(t: torch.Tensor, positions):
+    """t (B, T, ...) at `positions`: None = all, a slice, or a (B, W) tensor of per-row indices."""
+    if positions is None:
+        return t
+    if isinstance(positions, slice):
+        return t[:, positions]
+    index = positions.to(t.device)
+    return t.gather(1, index.view(*index.shape, *([1] * (t.dim() - 2))).expand(*index.shape, *t.shape[2:]))
 
 
 def _pad(rows: list[list[int]], device) -> torch.Tensor:
@@ -63,11 +76,11 @@ class Scorer:
         self.counter = Counter()
 
     def _run(self, idx: torch.Tensor, state=None, positions=None):
-        """Logits at `positions` (all when None) and the state after idx's last column."""
+        """Logits at `positions` (see pick) and the state after idx's last column. The head
+        runs only where logits are read (a 65536-wide head over every prompt token would
+        cost more than the model)."""
         h, new_state = self.model.forward_features(idx, state)
-        if positions is not None:
-            h = h[:, positions]
-        return self.model.head(h), new_state
+        return self.model.head(pick(h, positions)), new_state
 
     # ---------------------------------------------------------------- log-likelihood
     def loglikelihood(self, pairs: list[tuple[list[int], list[int]]], shared: bool = True,
@@ -82,13 +95,13 @@ class Scorer:
         for b in range(0, len(order), self.batch_size):
             ids = order[b:b + self.batch_size]
             rows = [pairs[i][0] + pairs[i][1][:-1] for i in ids]
-            logits, _ = self._run(_pad(rows, self.device))
-            targets, starts = [pairs[i][1] for i in ids], [len(pairs[i][0]) - 1 for i in ids]
+            targets = [pairs[i][1] for i in ids]
             width = max(len(t) for t in targets)
             # each row's predictions for its continuation start at its own context end
-            picked = torch.stack([torch.nn.functional.pad(
-                logits[k, s:s + len(t)], (0, 0, 0, width - len(t))) for k, (s, t) in
-                enumerate(zip(starts, targets))])
+            # (rows shorter than the widest continuation read a clamped, ignored position)
+            where = torch.tensor([[min(len(pairs[i][0]) - 1 + j, len(r) - 1) for j in range(width)]
+                                  for i, r in zip(ids, rows)])
+            picked, _ = self._run(_pad(rows, self.device), positions=where)
             for i, r in zip(ids, _logprobs(picked, targets)):
                 results[i] = r
             self.counter.add("context", sum(len(pairs[i][0]) for i in ids))
@@ -146,18 +159,21 @@ class Scorer:
             for b in range(0, len(order), self.batch_size):
                 ids = [i for i in order[b:b + self.batch_size] if docs[i]]
                 seqs = [[prefix] + docs[i] for i in ids]
-                state = None
-                for start in range(0, len(seqs[0]) - 1 if seqs else 0, self.window):
+                state, start = None, 0
+                while seqs and start < len(seqs[0]) - 1:
                     # documents sorted longest first: the ones still going are a prefix
                     live = sum(1 for s in seqs if len(s) - 1 > start)
                     if state is not None and live < len(state[0][0]):
                         state = select_state(state, torch.arange(live, device=self.device))
-                    inputs = [s[start:min(start + self.window, len(s) - 1)] for s in seqs[:live]]
+                    # the window shrinks with the batch so the (tokens x vocab) logits stay small
+                    step = max(1, min(self.window, LOGIT_TOKENS // live))
+                    inputs = [s[start:min(start + step, len(s) - 1)] for s in seqs[:live]]
                     targets = [s[start + 1:start + 1 + len(x)] for s, x in zip(seqs, inputs)]
                     logits, state = self._run(_pad(inputs, self.device), state)
                     self.counter.add("rolling", sum(len(x) for x in inputs))
                     for k, (lp, _) in enumerate(_logprobs(logits, targets)):
                         results[ids[k]] += lp
+                    start += step
                 progress(len(order[b:b + self.batch_size]))
         return results
 
