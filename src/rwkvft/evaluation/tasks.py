@@ -63,8 +63,9 @@ def check_tasks(tm, names: list[str]) -> None:
 
 
 def run_tasks(lm, names: list[str], num_fewshot=None, limit=None, include_path=None,
-              tm=None, bootstrap_iters: int = 1000) -> dict:
-    """{task: {metric: (value, stderr or None)}} for `lm` (an lm_eval LM) on tasks `names`."""
+              tm=None, bootstrap_iters: int = 1000, info: dict | None = None) -> dict:
+    """{task: {metric: (value, stderr or None)}} for `lm` (an lm_eval LM) on tasks `names`.
+    `info`, if given, receives "higher_is_better": {"task/metric": bool} from lm-eval."""
     require_lm_eval()
     from lm_eval import evaluator
     if limit is not None and not limit > 0:
@@ -81,6 +82,9 @@ def run_tasks(lm, names: list[str], num_fewshot=None, limit=None, include_path=N
         raise
     except Exception as e:  # lm-eval raises plain exceptions for data it cannot get
         raise UserError(_explain(e, names)) from None
+    if info is not None:
+        info["higher_is_better"] = {f"{t}/{m}": bool(up) for t, ms in (out.get("higher_is_better") or {}).items()
+                                    for m, up in ms.items()}
     return metrics_of(out)
 
 
