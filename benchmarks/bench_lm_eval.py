@@ -1,7 +1,7 @@
 """Shared-context vs plain scoring through lm-eval on a synthetic task of MMLU's shape.
 
 Usage: python benchmarks/bench_lm_eval.py [--n_layer 12 --n_embd 768] [--limit 100] [--shots 5]
-                                          [--plain_limit N] [--device cpu] [--out DIR]
+                                          [--shared_docs N] [--plain_limit N] [--device cpu] [--out DIR]
 
 MMLU itself is on the Hugging Face hub (not downloadable here), so this writes a stand-in with
 its shape: 4 choices answered by one letter, a 5-shot prompt of questions with lettered options
@@ -9,7 +9,8 @@ its shape: 4 choices answered by one letter, a 5-shot prompt of questions with l
 local YAML + jsonl exactly as a hub task would be. The model is a random one of the given shape
 (the 0.1B shape by default): speed does not depend on the weights. Prints, for both paths, the
 tokens run through the model and the wall time; `--plain_limit` runs the plain path on fewer
-documents (it is ~4x slower) and scales its time to --limit.
+documents (it is ~4x slower) and scales its time to --limit (`--shared_docs` the same for the
+shared path). Both paths score the same documents first, so their accuracies agree.
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def main() -> int:
     ap.add_argument("--n_layer", type=int, default=12)
     ap.add_argument("--n_embd", type=int, default=768)
     ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--plain_limit", type=int, default=None)
+    ap.add_argument("--shared_docs", type=int, default=None, help="documents the shared path runs (default --limit)")
+    ap.add_argument("--plain_limit", type=int, default=None, help="documents the plain path runs (default --limit)")
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--device", default="cpu")
@@ -84,7 +86,7 @@ def main() -> int:
           f"weights); task: MMLU-shaped, 4 choices, {args.shots}-shot, {args.limit} documents")
     tm = task_manager(["mmlu_shaped"], tasks)
     rows = {}
-    for label, shared, limit in (("shared context", True, args.limit),
+    for label, shared, limit in (("shared context", True, args.shared_docs or args.limit),
                                  ("plain", False, args.plain_limit or args.limit)):
         lm = RwkvLM(pretrained=path, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                     shared_context=shared)
