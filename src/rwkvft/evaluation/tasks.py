@@ -74,6 +74,7 @@ def run_tasks(lm, names: list[str], num_fewshot=None, limit=None, include_path=N
         raise UserError(f"--num_fewshot must be 0 or more, got {num_fewshot}")
     tm = tm or task_manager(names, include_path)
     check_tasks(tm, names)
+    _quiet_loggers()
     try:
         out = evaluator.simple_evaluate(model=lm, tasks=names, num_fewshot=num_fewshot, limit=limit,
                                         task_manager=tm, log_samples=False,
@@ -86,6 +87,14 @@ def run_tasks(lm, names: list[str], num_fewshot=None, limit=None, include_path=N
         info["higher_is_better"] = {f"{t}/{m}": bool(up) for t, ms in (out.get("higher_is_better") or {}).items()
                                     for m, up in ms.items()}
     return metrics_of(out)
+
+
+def _quiet_loggers() -> None:
+    """lm-eval and the hub clients log every retry and config default as warnings; a failure
+    reaches the user as our one error line instead (`--debug` in rwkvft shows tracebacks)."""
+    import logging
+    for name in ("lm_eval", "datasets", "huggingface_hub", "fsspec", "urllib3", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _explain(e: Exception, names) -> str:
