@@ -179,3 +179,14 @@ def test_harness_gen_kwargs_map_to_settings(world_model):
     assert s == {"until": ["###"], "max_tokens": 3, "temperature": 0.0, "top_p": 1.0, "seed": 5}
     s = lm._gen_settings({"do_sample": True, "temperature": 0.7, "top_p": 0.5})
     assert (s["temperature"], s["top_p"], s["max_tokens"]) == (0.7, 0.5, 256)
+
+
+def test_bf16_scores_track_fp32_and_shared_equals_plain(world_model):
+    half, full = RwkvLM(pretrained=world_model, dtype="bfloat16"), RwkvLM(pretrained=world_model)
+    assert half._model.emb.weight.dtype == torch.bfloat16
+    pairs = [([5, 9, 200, 7, 7, 7], [7]), ([5, 9, 200, 7, 7, 7], [8, 1000, 3]), ([42], [1, 2, 3, 4])]
+    a = half.scorer.loglikelihood(pairs, shared=True)
+    b = half.scorer.loglikelihood(pairs, shared=False)
+    c = full.scorer.loglikelihood(pairs)
+    for (la, _), (lb, _), (lc, _) in zip(a, b, c):
+        assert abs(la - lb) <= 1e-3 and abs(la - lc) <= 0.02 * abs(lc)
