@@ -190,3 +190,9 @@ def test_bf16_scores_track_fp32_and_shared_equals_plain(world_model):
     c = full.scorer.loglikelihood(pairs)
     for (la, _), (lb, _), (lc, _) in zip(a, b, c):
         assert abs(la - lb) <= 1e-3 and abs(la - lc) <= 0.02 * abs(lc)
+
+
+def test_a_misspelt_model_argument_is_refused(world_model):
+    from rwkvft.errors import UserError
+    with pytest.raises(UserError, match="adpater"):
+        RwkvLM(pretrained=world_model, adpater="rwkv-1.pth")

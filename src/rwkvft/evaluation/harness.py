@@ -65,8 +65,12 @@ class RwkvLM(TemplateLM):
 
     def __init__(self, pretrained=None, model=None, adapter=None, state=None, lora_alpha=None,
                  device="cpu", dtype="float32", batch_size=8, shared_context=True, window=2048,
-                 op=None, seed=1234, tokenizer=None, **unused):
+                 op=None, seed=1234, tokenizer=None, max_batch_size=None, **unknown):
         super().__init__()
+        if unknown:   # a misspelt adapter= must not quietly score the base model
+            raise UserError(f"unknown rwkvft model argument(s) {', '.join(sorted(unknown))}; known: "
+                            f"pretrained, adapter, state, lora_alpha, device, dtype, batch_size, "
+                            f"shared_context, window, op, seed")
         import torch
 
         from ..data.tokenizer import WorldTokenizer
