@@ -217,6 +217,7 @@ RANGES: dict[str, Range] = {
     "keep_last": Range(0, hint="0 = keep every step save"),
     "max_steps": Range(0, hint="0 = no limit"),
     "max_tokens": Range(0, hint="0 = no limit"),
+    "eval_limit": Range(0, hint="documents per task; 0 = the whole task"),
 }
 
 

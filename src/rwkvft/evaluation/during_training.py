@@ -16,8 +16,6 @@ from ..errors import UserError
 
 def check_flags(cfg, bad) -> None:
     """How --eval_tasks / --eval_limit / --best_metric fit together (called by config.validate)."""
-    if cfg.eval_limit < 0:
-        bad(f"--eval_limit must be a positive number of documents per task (0 = all), got {cfg.eval_limit:g}")
     if (cfg.eval_limit or cfg.eval_include_path) and not cfg.eval_tasks:
         bad("--eval_limit / --eval_include_path go with --eval_tasks NAMES")
     if cfg.best_metric:
