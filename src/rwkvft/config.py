@@ -116,6 +116,11 @@ class TrainConfig:
     keep_last: int = 0             # keep only the newest K step saves (0 = keep all)
     max_steps: int = 0             # end the run after N optimizer steps (0 = no limit)
     max_tokens: int = 0            # end the run after about N training tokens (0 = no limit)
+    # benchmark tasks at every save (evaluation/during_training.py; needs the eval extra)
+    eval_tasks: str = ""           # lm-eval task names, comma-separated
+    eval_limit: float = 0.0        # documents per task (0 = all)
+    eval_include_path: str = ""    # folder of the user's own task YAMLs
+    best_metric: str = ""          # TASK/METRIC that --save_best keeps the best of (default: val loss)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -217,6 +222,7 @@ RANGES: dict[str, Range] = {
     "keep_last": Range(0, hint="0 = keep every step save"),
     "max_steps": Range(0, hint="0 = no limit"),
     "max_tokens": Range(0, hint="0 = no limit"),
+    "eval_limit": Range(0, hint="documents per task; 0 = the whole task"),
 }
 
 
@@ -312,6 +318,10 @@ HELP = {
     "keep_last": "keep only the newest K step saves (epoch saves and rwkv-best are never deleted; 0 = all)",
     "max_steps": "end the run after N optimizer steps (saved and resumable; 0 = no limit)",
     "max_tokens": "end the run after this many training tokens (samples x ctx_len; 0 = no limit)",
+    "eval_tasks": "lm-eval task names (comma-separated): score every saved adapter, logged in loss.jsonl and loss.png (pip install 'rwkvft[eval]')",
+    "eval_limit": "documents per task for --eval_tasks (0 = the whole task)",
+    "eval_include_path": "folder of your own lm-eval task YAMLs for --eval_tasks",
+    "best_metric": "with --save_best: keep the adapter with the best TASK/METRIC of --eval_tasks (e.g. hellaswag/acc_norm) instead of the lowest val loss",
 }
 
 
@@ -452,8 +462,11 @@ def _validate_evaluation(cfg: TrainConfig, bad) -> None:
     """How the validation / step-save / budget flags fit together (their ranges are in RANGES)."""
     if cfg.val_split and cfg.val_file:
         bad("--val_file and --val_split both choose the validation data; give one")
-    if (cfg.val_every or cfg.save_best) and not (cfg.val_file or cfg.val_split):
-        bad("--val_every / --save_best need validation data: add --val_file PATH or --val_split 0.05")
+    if (cfg.val_every or (cfg.save_best and not cfg.best_metric)) and not (cfg.val_file or cfg.val_split):
+        bad("--val_every / --save_best need validation data: add --val_file PATH or --val_split 0.05 "
+            "(or --save_best --best_metric TASK/METRIC with --eval_tasks)")
+    from .evaluation.during_training import check_flags
+    check_flags(cfg, bad)
     if cfg.keep_last and not cfg.save_every_steps:
         bad("--keep_last prunes step saves: add --save_every_steps N")
 

@@ -30,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", default=None,
                         help="initial state every sequence starts from: a state adapter rwkv-N.pth, an RWKV "
                              "Runner / RWKV-PEFT state .pth or an Ai00 .state")
-    parser.add_argument("--data_file", required=True, help="data to score, any --data_type training reads")
+    parser.add_argument("--data_file", default=None,
+                        help="data to score, any --data_type training reads (or use --tasks)")
+    from ..evaluation.command import add_task_arguments
+    add_task_arguments(parser)
     parser.add_argument("--compare", action="store_true",
                         help="score --model alone and with --adapter/--state (or --base against "
                              "--model, e.g. a merged model), side by side")
@@ -131,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--compare needs --adapter (or --state), or --base for a merged --model")
     if args.base is not None and not args.compare:
         raise UserError("--base is the other side of --compare; add --compare")
+    if args.tasks is not None:  # benchmark tasks through lm-evaluation-harness
+        from ..evaluation.command import run_task_eval
+        return run_task_eval(args)
+    if args.data_file is None:
+        raise UserError("eval needs --data_file (loss on your data) or --tasks (benchmark scores)")
     cfg = eval_config(args)
     base_sd = read_state_dict(args.model)
     check_finite_base(base_sd, args.model)  # train's check: a damaged file, not a NaN loss

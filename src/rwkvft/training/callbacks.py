@@ -194,6 +194,7 @@ def plot_losses(proj_dir: Path) -> None:
         except json.JSONDecodeError:
             continue
     val = [r for r in rows if r.get("kind") == "val"]
+    tasks = [r for r in rows if r.get("kind") == "tasks"]
     rows = [r for r in rows if r.get("kind", "train") == "train"]
     if not rows:
         return
@@ -212,6 +213,8 @@ def plot_losses(proj_dir: Path) -> None:
     if val:  # the validation curve (--val_file / --val_split)
         ax.plot([r["step"] for r in val], [r["loss"] for r in val], color="#d9480f", marker="o",
                 markersize=3.5, linewidth=1.5, label="validation loss")
+    if tasks:
+        _plot_task_scores(ax, tasks)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(f"{Path(proj_dir).name}: training loss" + (" and validation loss" if val else ""))
@@ -221,6 +224,17 @@ def plot_losses(proj_dir: Path) -> None:
     with atomic_path(Path(proj_dir) / "loss.png") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def _plot_task_scores(ax, rows: list[dict]) -> None:
+    """--eval_tasks scores of each save, on a second axis (scores, not losses)."""
+    twin = ax.twinx()
+    for key in sorted({k for r in rows for k in r.get("scores", {})}):
+        pts = [(r["step"], r["scores"][key]) for r in rows if key in r.get("scores", {})]
+        twin.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", markersize=3.5,
+                  linewidth=1.2, linestyle="--", label=key)
+    twin.set_ylabel("task score")
+    twin.legend(loc="upper right", fontsize=8)
 
 
 def truncate_loss_log(proj_dir: Path, last_step: int) -> int:

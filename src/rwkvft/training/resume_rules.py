@@ -61,6 +61,8 @@ SAFE = {
     "dist_timeout": "how long to wait for other nodes",
     "val_file": "what is measured, not trained", "val_every": "how often it is measured",
     "sample_prompts": "what is shown at saves", "sample_tokens": "what is shown at saves",
+    "eval_tasks": "what is measured at saves", "eval_limit": "what is measured at saves",
+    "eval_include_path": "what is measured at saves", "best_metric": "which save is kept",
     "wandb": "logging", "tensorboard": "logging", "progress": "the progress bar",
     "resume": "the mode itself", "overwrite": "the mode itself",
 }

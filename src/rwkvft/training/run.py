@@ -256,6 +256,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     dataset, val_samples = build_data(plan, mcfg.vocab_size)
     saver = AdapterSaver(plan, model, trainable, fingerprint_of(base_sd), log,
                          sample_writer(cfg, mcfg.vocab_size))
+    saver.task_scorer = task_scorer(cfg, log, plan.rank0)
     steps = build_trainer(plan, model, trainable, dataset, val_samples, saver, log)
     if plan.rank0:
         _write_run_header(plan, log, mcfg, model, trainable, op, [dataset.summary(), quant_note, init_note])
@@ -300,6 +301,7 @@ class AdapterSaver:
         self.sampler = sampler              # --sample_prompts: continuations at every save
         self.samples: list = []
         self.module = None                  # the FineTuneModule, once built (for the samples)
+        self.task_scorer = None             # --eval_tasks: evaluation.during_training.TaskScorer
 
     def tensors(self) -> dict:
         """The tensors to save. Under ZeRO-3 the caller gathers them first (ds.full_params):
@@ -333,6 +335,10 @@ class AdapterSaver:
         self.log.line(f"saved {path}")
         if self.sampler is not None and self.module is not None:
             self._write_samples(path)
+        if self.task_scorer is not None and self.module is not None:   # --eval_tasks
+            m = self.module
+            self.task_scorer(self.model, path, m.global_step + m.step_offset, m.current_epoch, m.device,
+                             m.trainer.precision_plugin.forward_context, lambda: self("best", track=False))
         return path
 
     def _write_samples(self, path: Path) -> None:
@@ -356,6 +362,17 @@ def sample_writer(cfg: TrainConfig, vocab_size: int):
                           cfg.proj_dir, cfg.sample_tokens)
     writer.check_model(vocab_size)
     return writer
+
+
+def task_scorer(cfg: TrainConfig, log: RunLog, rank0: bool):
+    """--eval_tasks: the scorer of each saved adapter (None without the flag, and off rank 0);
+    the task names are checked now, before any training."""
+    if not cfg.eval_tasks or not rank0:
+        return None
+    from ..evaluation.during_training import TaskScorer
+    scorer = TaskScorer(cfg, log)
+    scorer.check()
+    return scorer
 
 
 @dataclass
@@ -404,7 +421,7 @@ def make_validator(cfg: TrainConfig, val_samples, saver: AdapterSaver, log: RunL
     if val_samples is None:
         return None
     from .validation import Validator
-    best = (lambda: saver("best", track=False)) if cfg.save_best else None
+    best = (lambda: saver("best", track=False)) if cfg.save_best and not cfg.best_metric else None
     if rank0:
         log.line(f"validation: {len(val_samples)} samples from "
                  f"{cfg.val_file or f'--val_split {cfg.val_split}'}")
