@@ -13,6 +13,8 @@ peft_config keys (defaults in brackets):
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -20,6 +22,7 @@ from ..errors import UserError
 from .base import AdaptedLinear
 from .config import AdapterConfig
 from .method import DEFAULT_TARGETS, PeftMethod, _matches, _set_child
+from .reference import Reference
 
 INITS = ("zero", "base")
 # AdamW on a state: see README "State tuning" and docs/benchmarks.md for the experiment
@@ -84,6 +87,30 @@ def inject_state(model: nn.Module, cfg: AdapterConfig) -> list[str]:
     return set_time_state(model, initial_states(model, cfg), trainable=True)
 
 
+def reference(model: nn.Module, cfg=None) -> Reference:
+    """The reference policy (preference tuning): the same model starting from the states it had
+    when this was called (zeros for init "zero", the prompted state for "base"), i.e. before
+    training. Only the values are swapped: the parameters (and the optimizer's hold on them)
+    stay."""
+    start = [b.att.time_state.detach().clone() for b in model.blocks]
+
+    @contextlib.contextmanager
+    def active():
+        params = [b.att.time_state for b in model.blocks]
+        trained = [p.detach().clone() for p in params]
+        try:
+            with torch.no_grad():
+                for p, s in zip(params, start):
+                    p.copy_(s.to(p.device))
+            yield
+        finally:
+            with torch.no_grad():
+                for p, t in zip(params, trained):
+                    p.copy_(t)
+
+    return Reference(model, active)
+
+
 class FrozenLinear(AdaptedLinear):
     """A frozen Linear with no adapter, so --quant can store the base of a state-tuned model
     quantized (adapters.quant quantizes AdaptedLinear bases)."""
@@ -106,5 +133,5 @@ def wrap_frozen_linears(model: nn.Module) -> int:
 # (checkpoint.state_export.merge_state_adapter: RWKV-6/5 bases only)
 METHOD = PeftMethod(name="state", keys={"init": "zero", "prompt": None, "prompt_tokens": None},
                     parse=parse_state_config, inject=inject_state, suffixes=("time_state",),
-                    default_lr=DEFAULT_LR,
+                    default_lr=DEFAULT_LR, reference=reference,
                     summary="state tuning: a trainable initial WKV state per layer, nothing else")
