@@ -90,23 +90,22 @@ def inject_state(model: nn.Module, cfg: AdapterConfig) -> list[str]:
 def reference(model: nn.Module, cfg=None) -> Reference:
     """The reference policy (preference tuning): the same model starting from the states it had
     when this was called (zeros for init "zero", the prompted state for "base"), i.e. before
-    training. Only the values are swapped: the parameters (and the optimizer's hold on them)
-    stay."""
-    start = [b.att.time_state.detach().clone() for b in model.blocks]
+    training. The trained parameters are swapped out, never written: writing them in place would
+    invalidate the policy forward's autograd graph (and the optimizer keeps its hold on them)."""
+    start = [nn.Parameter(b.att.time_state.detach().clone(), requires_grad=False) for b in model.blocks]
 
     @contextlib.contextmanager
     def active():
-        params = [b.att.time_state for b in model.blocks]
-        trained = [p.detach().clone() for p in params]
+        atts = [b.att for b in model.blocks]
+        trained = [a._parameters["time_state"] for a in atts]
         try:
-            with torch.no_grad():
-                for p, s in zip(params, start):
-                    p.copy_(s.to(p.device))
+            for a, s in zip(atts, start):
+                a._parameters["time_state"] = s if s.device == trained[0].device else \
+                    nn.Parameter(s.detach().to(trained[0].device), requires_grad=False)
             yield
         finally:
-            with torch.no_grad():
-                for p, t in zip(params, trained):
-                    p.copy_(t)
+            for a, t in zip(atts, trained):
+                a._parameters["time_state"] = t
 
     return Reference(model, active)
 
