@@ -36,7 +36,7 @@ def _rows(proj: Path) -> list[dict]:
     return [json.loads(l) for l in (proj / "loss.jsonl").read_text().splitlines()]
 
 
-def test_dpo_run_logs_metrics_validates_saves_best_and_merges(world_tiny, tmp_path):
+def test_dpo_run_logs_metrics_validates_saves_best_and_merges(capsys, world_tiny, tmp_path):
     proj, merged = tmp_path / "dpo", tmp_path / "merged.pth"
     argv = _flags(world_tiny, proj, epoch_count=2, val_split=0.2, save_best=1, merge_output=merged)
     assert main(argv) == 0
@@ -54,6 +54,25 @@ def test_dpo_run_logs_metrics_validates_saves_best_and_merges(world_tiny, tmp_pa
     assert set(torch.load(merged, weights_only=True)) == set(base)
     log = (proj / "train_log.txt").read_text()
     assert "preference data: 20 records: 20 pairs" in log and "validation: 4 preference pairs" in log
+    _eval_pairs_scores_base_and_adapter(capsys, world_tiny, proj / "rwkv-1.pth")
+
+
+def _eval_pairs_scores_base_and_adapter(capsys, model, adapter):
+    """`rwkvft eval --pairs --compare`: both models' rankings and DPO's rewards between them."""
+    capsys.readouterr()
+    assert main(["eval", "--model", str(model), "--adapter", str(adapter), "--data_file", str(SAMPLE), "--pairs",
+                 "--compare", "--json", "--progress", "0", "--beta", "0.5"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["pairs"] == 20 and {"base", "adapted", "rewards"} <= set(res)
+    r = res["rewards"]
+    assert 0 <= r["rewards/accuracies"] <= 1
+    # the reward margin is beta x (adapted margin - base margin): same pairs, same log-probs
+    want = 0.5 * (res["adapted"]["margin"] - res["base"]["margin"])
+    assert r["rewards/margins"] == pytest.approx(want, rel=1e-6, abs=1e-6)
+    assert main(["eval", "--model", str(model), "--data_file", str(SAMPLE), "--pairs", "--json",
+                 "--progress", "0", "--ctx_len", "48"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["base"] == pytest.approx(res["base"]) and "rewards" not in alone
 
 
 @pytest.mark.parametrize("objective", ["orpo", "simpo"])
