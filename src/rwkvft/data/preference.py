@@ -237,6 +237,7 @@ class PairDataset(torch.utils.data.Dataset):
     def __init__(self, pairs: list[Pair], stats: PairStats, samples_per_epoch: int, seed: int):
         self.pairs, self.stats = pairs, stats
         self.n, self.seed, self.epoch = samples_per_epoch, max(seed, 0), 0
+        self._cached = (-1, None)   # (pass, its order): consecutive samples share a pass
 
     def __len__(self) -> int:
         return self.n
@@ -245,7 +246,9 @@ class PairDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def _order(self, p: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, p]).permutation(len(self.pairs))
+        if self._cached[0] != p:
+            self._cached = (p, np.random.default_rng([self.seed, p]).permutation(len(self.pairs)))
+        return self._cached[1]
 
     def __getitem__(self, i: int) -> Pair:
         g = self.epoch * self.n + int(i)
