@@ -73,3 +73,15 @@ def test_collate_masks_exactly_the_answer_targets():
         targets = [int(b["targets"][row, j]) for j in range(5) if m[j] > 0]
         assert targets == list(seq[plen:])
     assert b["answer_len"].tolist() == [3, 2, 2, 4]
+
+
+def test_pair_dataset_is_a_pure_function_of_seed_epoch_index():
+    from rwkvft.data.preference import PairDataset, PairStats
+    pairs = [Pair((i,), (1, 0), (2, 0)) for i in range(7)]
+    a, b = PairDataset(pairs, PairStats(), 10, seed=3), PairDataset(pairs, PairStats(), 10, seed=3)
+    a.set_epoch(1)
+    b.set_epoch(1)
+    assert [a[i] for i in range(10)] == [b[i] for i in reversed(range(10))][::-1]
+    a.set_epoch(0)
+    first_pass = [a[i].prompt[0] for i in range(7)]
+    assert sorted(first_pass) == list(range(7))   # every pair once per pass
