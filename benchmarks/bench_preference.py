@@ -120,7 +120,9 @@ def curve(a) -> None:
     step = PreferenceStep(Objective("dpo", beta=0.5), registry.get("miss").reference(model, acfg))
     train, held = synthetic_pairs(64, seed=1), synthetic_pairs(32, seed=2)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    print(json.dumps({"step": 0, "held_out_accuracy": score_pairs(model, step, held, 16, "cpu")["rewards/accuracies"]}))
+    rank = PreferenceStep(Objective("simpo", beta=1.0, simpo_gamma=0.0))  # log-prob ranking, no reference
+    print(json.dumps({"step": 0, "held_out_accuracy": score_pairs(model, step, held, 16, "cpu")["rewards/accuracies"],
+                      "base_ranking_accuracy": score_pairs(model, rank, held, 16, "cpu")["rewards/accuracies"]}))
     for s in range(a.steps):
         t0 = time.perf_counter()
         loss, _ = step(model, collate_pairs([train[(s * 8 + i) % 64] for i in range(8)]))
@@ -129,7 +131,7 @@ def curve(a) -> None:
         opt.step()
         dt = time.perf_counter() - t0
         acc = score_pairs(model, step, held, 16, "cpu")["rewards/accuracies"]
-        print(json.dumps({"step": s + 1, "loss": round(float(loss), 4), "held_out_accuracy": acc,
+        print(json.dumps({"step": s + 1, "loss": round(float(loss.detach()), 4), "held_out_accuracy": acc,
                           "step_s": round(dt, 3)}), flush=True)
 
 
