@@ -73,3 +73,23 @@ def train_flags(model, proj, data, **over) -> list[str]:
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def make_adapter(base, folder: Path, method: str, conf: dict, seed: int = 0) -> Path:
+    """A saved adapter (rwkv-0.pth + adapter_config.json in `folder`) of `method` on `base`,
+    with small random non-zero values."""
+    import torch
+
+    from rwkvft.adapters import adapter_state_dict, inject, parse_peft
+    from rwkvft.checkpoint.adapter_io import fingerprint, save_adapter
+    from rwkvft.checkpoint.rwkv_format import read_state_dict
+    from rwkvft.models import load_model
+    model = load_model(base)
+    names = inject(model, parse_peft(method, conf), [])
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for n in names:
+            p = model.get_parameter(n)
+            p.add_(0.01 * torch.randn_like(p))
+    return save_adapter(folder / "rwkv-0.pth", adapter_state_dict(model, names), names.config,
+                        fingerprint(read_state_dict(base)))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .adapters import registry as peft_registry
 from .data.readers import DATA_TYPES
+from .data.templates import TEMPLATES
 from .errors import UserError, quote
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
@@ -40,7 +41,7 @@ class TrainConfig:
     # data
     data_type: str = "auto"        # auto or one of data.readers.DATA_TYPES
     dataload: str = "auto"         # auto|get|pad|only|pack (auto: pad for records, get for streams)
-    loss_mask: str = "none"        # none|pad|qa
+    loss_mask: str = "auto"        # auto|none|pad|qa (auto: qa when records have roles, else none)
     ctx_len: int = 1024
     micro_bsz: int = 1
     sft_field: list = field(default_factory=list)
@@ -52,6 +53,10 @@ class TrainConfig:
     user_role: str = "User"
     assistant_role: str = "Assistant"
     system_role: str = "System"
+    chat_template: str = "g1"      # g1|world|raw (data/templates/)
+    train_on_think: bool = True    # g1: train the think text of replies (else only the answer)
+    data_split: str = "train"      # Hugging Face datasets: the split to read
+    data_config: str = ""          # Hugging Face datasets: the configuration (subset) name
     # schedule
     epoch_steps: int = 1000
     epoch_count: int = 1
@@ -250,7 +255,8 @@ HELP = {
     "head_size_a": "WKV head size; 0 = read from the checkpoint",
     "data_type": "auto, " + ", ".join(DATA_TYPES),
     "dataload": "sampling: get (random windows), pad (one document per sample), only, pack; auto = pad for jsonl/sft, get otherwise",
-    "loss_mask": "none, pad (ignore padding) or qa (train on assistant/response tokens only)",
+    "loss_mask": "auto (default: qa for records with roles, none for plain text), none, pad (ignore padding) "
+                 "or qa (train on assistant/response tokens only)",
     "ctx_len": "longest training sample in tokens: a cap in pad/only modes (batches are padded to their longest sample), the window length in get/pack",
     "micro_bsz": "samples per device per step",
     "sft_field": "prompt and response field names for --data_type sft",
@@ -262,6 +268,11 @@ HELP = {
     "max_bad_fraction": "fraction of malformed jsonl lines tolerated (skipped and reported)",
     "user_role": "chat role name for user turns", "assistant_role": "chat role name for replies",
     "system_role": "chat role name for system prompts",
+    "chat_template": "how chat records are written: g1 (RWKV G1: cleaned turns, think, tool calls), world, "
+                     "or raw (content as given: rwkvft's format before templates)",
+    "train_on_think": "1 = train the think text of replies, 0 = only the answer after </think>",
+    "data_split": "Hugging Face dataset split to read (org/name, save_to_disk folders, data files)",
+    "data_config": "Hugging Face dataset configuration (subset) name for org/name",
     "epoch_steps": "micro-batches per device per epoch; an epoch is epoch_steps x micro_bsz x devices samples",
     "epoch_count": "number of epochs to train",
     "epoch_begin": "epoch number to start from (file numbering, LR position and data)",
@@ -444,6 +455,8 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"--peft {cfg.peft!r} is not supported; choose one of {', '.join(peft_registry.names())}")
     if cfg.accelerator not in ("auto", "cpu", "gpu", "cuda"):
         bad(f"--accelerator {cfg.accelerator!r} is not one of auto, cpu, gpu")
+    if cfg.chat_template not in TEMPLATES:
+        bad(f"--chat_template {cfg.chat_template!r} is not one of {', '.join(TEMPLATES)}")
     if cfg.quant not in QUANT_MODES:
         bad(f"--quant {cfg.quant!r} is not one of {', '.join(QUANT_MODES)}")
     if cfg.adapter_format not in ("pth", "safetensors"):

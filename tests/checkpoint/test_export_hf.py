@@ -13,7 +13,9 @@ from rwkvft.checkpoint.merge import merge_state_dict
 from rwkvft.checkpoint.rwkv_format import read_state_dict
 from rwkvft.cli import main
 
-import rwkv7_hf  # noqa: E402  test dependency (pyproject [test]); missing = failure
+# test dependency (pyproject [test]; tests/test_gpu_collection.py fails where CI lacks it);
+# importorskip so that `pytest -m gpu` still collects on the device machine, which lacks it
+rwkv7_hf = pytest.importorskip("rwkv7_hf")
 
 
 def hf_logits(folder, idx=IDX):
@@ -34,7 +36,7 @@ def test_hf_folder_loads_in_rwkv7_hf_with_our_logits(tmp_path, capsys):
     assert "rwkv7_hf" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {
         "config.json", "generation_config.json", "model.safetensors", "rwkv_vocab_v20230424.txt",
-        "tokenizer_config.json", "special_tokens_map.json"}
+        "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"}
     normal_modes(out)
     assert json.loads((out / "config.json").read_text())["model_type"] == "rwkv7"
     ours = logits_of(model)
@@ -57,6 +59,24 @@ def test_hf_tokenizer_files_give_world_ids(tmp_path):
     tok = rwkv7_hf.RWKV7Tokenizer.from_pretrained(str(tmp_path / "hf"))
     text = "User: Hello, 世界! How are you?\n\nAssistant:"
     assert tok.encode(text, add_special_tokens=False) == WorldTokenizer().encode(text)
+
+
+def test_hf_export_carries_the_runs_chat_template(tmp_path):
+    from rwkvft.data.formats import Roles, record_segments, render
+    from rwkvft.data.templates.jinja import jinja_template
+    base, adapter, _, _ = write_pair(tmp_path, "lora", {"r": 4, "lora_alpha": 8}, **HF_SIZE)
+    msgs = [{"role": "user", "content": "a\n\n\nb"}, {"role": "assistant", "content": "c\n\nd"}]
+    cases = ((None, "g1"), ({"chat_template": "raw"}, "raw"), ({"loss_mask": "none"}, "raw"))
+    for i, (saved, template) in enumerate(cases):
+        if saved is not None:  # a run's train_config.json; one without chat_template predates templates
+            (adapter.parent / "train_config.json").write_text(json.dumps(saved))
+        out = tmp_path / f"hf{i}"
+        assert export(base, adapter, "hf", out) == 0
+        assert (out / "chat_template.jinja").read_text() == jinja_template(template)
+        assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == jinja_template(template)
+        tok = rwkv7_hf.RWKV7Tokenizer.from_pretrained(str(out))
+        want = render(record_segments({"messages": msgs}, Roles(template=template))[0])
+        assert tok.apply_chat_template(msgs, tokenize=False) == want
 
 
 def test_hf_refuses_rwkv6_and_other_architectures_in_one_line(tmp_path, capsys):

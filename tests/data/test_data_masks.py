@@ -80,8 +80,11 @@ def test_text_records_are_fully_trained_under_qa_and_none_trains_everything(tmp_
 
 def test_custom_role_names_and_sharegpt(tmp_path):
     rec = {"conversations": [{"from": "human", "value": "hey"}, {"from": "gpt", "value": "yo"}], "system": "S!"}
-    segs, roles = record_segments(rec, Roles("Q", "A", "Sys"))
+    segs, roles = record_segments(rec, Roles("Q", "A", "Sys", template="raw"))
     assert roles and segs == [("Sys: S!\n\n", False), ("Q: hey\n\n", False), ("A:", False), (" yo\n\n", True)]
+    # g1 (default) merges the prompt turns into one segment: tokenized in one piece, as at inference
+    segs, roles = record_segments(rec, Roles("Q", "A", "Sys"))
+    assert roles and segs == [("Sys: S!\n\nQ: hey\n\nA:", False), (" yo\n\n", True)]
     ds = only_ds(jsonl(tmp_path / "r.jsonl", [rec]), user_role="Q", assistant_role="A", system_role="Sys")
     assert TOK.decode(full_doc(ds[0])[0]) == "Sys: S!\n\nQ: hey\n\nA: yo\n\n"
 

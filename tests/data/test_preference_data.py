@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from rwkvft.data.formats import RecordError, Roles, pair_segments, render
+from rwkvft.data.formats import RecordError, Roles, record_segments, render
 from rwkvft.data.preference import collate_pairs, fit_pair, read_pairs, render_record, Pair
 
 
 def test_string_record_renders_like_sft_qa():
     p, c, r = render_record({"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."})
-    sft = render(pair_segments("Hi?", "Hello.", Roles()))
+    sft = render(record_segments({"prompt": "Hi?", "response": "Hello."}, Roles())[0])
     assert p + c == sft and (p, c, r) == ("User: Hi?\n\nAssistant:", " Hello.\n\n", " Go away.\n\n")
 
 

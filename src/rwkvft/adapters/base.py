@@ -3,8 +3,11 @@
 The wrapper replaces an `nn.Linear(bias=False)` child of the model. It keeps the frozen base
 weight as its own `weight` parameter, so the model's state_dict key stays `<prefix>.weight`
 and an official checkpoint still loads into the adapted model. Adapter tensors live beside
-it (`<prefix>.miss`, `<prefix>.lora_A`, ...), always in fp32 so small updates are not lost to
+it (`<prefix>.miss`, `<prefix>.lora_A`, ...), created in fp32 so small updates are not lost to
 bf16 rounding; the adapter term is computed in fp32 and the output cast back to x's dtype.
+`adapter_forward` reads its parameters through `.float()` (free for fp32 ones): DeepSpeed's bf16
+engine casts every float parameter, adapters included, to bf16 and keeps the fp32 masters in its
+optimizer, so there the adapter maths is still fp32, on the bf16 copy of the masters.
 
 The frozen path goes through `dequantized_weight()` / `base_forward()` only, so a quantized
 base (bitsandbytes nf4/int8) can later subclass and override just those two methods.
@@ -47,7 +50,8 @@ class AdaptedLinear(nn.Module):
 
     # ---- adapter path (subclasses) ----
     def adapter_forward(self, x32: torch.Tensor) -> torch.Tensor:
-        """Adapter term for fp32 input; added to base_forward's output."""
+        """Adapter term for fp32 input, in fp32 whatever dtype the parameters are in (read
+        them as `p.float()`); added to base_forward's output."""
         raise NotImplementedError
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:

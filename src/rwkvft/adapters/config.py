@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+
+MAX_LAYERS = 4096  # far above any RWKV model; bounds a "layers" range before it becomes a list
 
 
 @dataclass
@@ -111,12 +114,16 @@ def parse_layers(d: dict) -> list[int] | None:
         return None
     hint = "write it like [0, 1, 2] or \"12-23\" (both ends included)"
     if isinstance(v, str):
-        lo, sep, hi = v.partition("-")
-        if not (lo.strip().isdigit() and (not sep or hi.strip().isdigit())):
+        # ASCII digits only: str.isdigit() accepts "²", which int() then refuses
+        m = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", v)
+        if not m:
             raise UserError(f"--peft_config: layers {v!r} is not a layer range; {hint}")
-        lo, hi = int(lo), int(hi) if sep else int(lo)
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise UserError(f"--peft_config: layers {v!r} ends before it starts; {hint}")
+        if hi >= MAX_LAYERS:  # the list is built below: "0-1000000000000000" would exhaust memory
+            raise UserError(f"--peft_config: layers {v!r} goes past layer {MAX_LAYERS - 1}, more "
+                            f"than any RWKV model has; give layers of this model")
         return list(range(lo, hi + 1))
     if not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool)
                                                    and x >= 0 for x in v):

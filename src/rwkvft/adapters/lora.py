@@ -34,7 +34,7 @@ class LoraLinear(AdaptedLinear):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def adapter_forward(self, x32: torch.Tensor) -> torch.Tensor:
-        return (self.dropout(x32) @ self.lora_A.t() @ self.lora_B.t()) * self.scale
+        return (self.dropout(x32) @ self.lora_A.float().t() @ self.lora_B.float().t()) * self.scale
 
     def merged_weight(self, sign: int = 1) -> torch.Tensor:
         parts = {"lora_A": self.lora_A.detach(), "lora_B": self.lora_B.detach()}

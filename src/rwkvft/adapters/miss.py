@@ -116,7 +116,7 @@ class MissLinear(AdaptedLinear):
 
     def adapter_forward(self, x32: torch.Tensor) -> torch.Tensor:
         s = shard_sum(self.dropout(pad_to_shards(x32, self.r)), self.r)
-        return s @ effective_d(self.miss, self.mode, self.out_features)
+        return s @ effective_d(self.miss.float(), self.mode, self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode not in ("bat", "bat_in") or self.reference_mode:
@@ -124,7 +124,7 @@ class MissLinear(AdaptedLinear):
         # Bat: the update depends on W, so materialise W' (from the dequantized base) in fp32.
         with fp32_region(x):
             w = self.dequantized_weight().float()
-            w = w + bat_delta(w, self.miss, self.mode)
+            w = w + bat_delta(w, self.miss.float(), self.mode)
             bias = None if self.bias is None else self.bias.float()
             return F.linear(x.float(), w, bias).to(x.dtype)
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..foreign_json import adapter_config
 from ..models.schema import detect_version
 from ..utils import atomic_path
 from .rwkv_format import SAFETENSORS_SUFFIXES, read_state_dict
@@ -189,5 +190,6 @@ def read_adapter(path) -> tuple[dict, dict]:
         raise UserError(f"{cfg_path} is not valid JSON ({e}); restore it from the training run") from None
     if not isinstance(config, dict) or "method" not in config:
         raise UserError(f"{cfg_path} has no 'method' field; it is not an rwkvft adapter config")
+    config = adapter_config(config, cfg_path)  # each field of the type rwkvft wrote
     _check_saved_with(path, config, cfg_path)
     return sd, config

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..foreign_json import hf_model_type, hf_weight_files
 from ..utils import atomic_dir
 from .export_common import checked_merge, method_label
 
@@ -90,11 +91,13 @@ def hf_config(cfg, dtype: torch.dtype) -> dict:
     }
 
 
-def _write_tokenizer(folder: Path, vocab_size: int) -> None:
+def _write_tokenizer(folder: Path, vocab_size: int, chat_template: str) -> None:
+    from ..data.templates.jinja import write_chat_template
     from ..data.tokenizer import _vocab_path
     shutil.copyfile(_vocab_path(), folder / VOCAB_FILE)
     tok = {"tokenizer_class": "RWKV7Tokenizer", "model_vocab_size": vocab_size,
            "pad_token": "<|padding|>", "eos_token": "<|endoftext|>", "errors": "replace"}
+    write_chat_template(folder, tok, chat_template)  # chat_template.jinja + the tokenizer_config field
     _json(folder / "tokenizer_config.json", tok)
     _json(folder / "special_tokens_map.json", {"pad_token": "<|padding|>", "eos_token": "<|endoftext|>"})
 
@@ -114,7 +117,7 @@ def require_rwkv7(sd: dict, what: str):
     return cfg
 
 
-def write_hf_folder(sd: dict, output: Path) -> None:
+def write_hf_folder(sd: dict, output: Path, chat_template: str = "g1") -> None:
     """Write a merged RWKV-7 state dict as an HF model folder, atomically."""
     from safetensors.torch import save_file
 
@@ -125,7 +128,7 @@ def write_hf_folder(sd: dict, output: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         _json(tmp / "config.json", hf_config(cfg, dtype))
         _json(tmp / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 0, "pad_token_id": 0})
-        _write_tokenizer(tmp, cfg.vocab_size)
+        _write_tokenizer(tmp, cfg.vocab_size, chat_template)
 
 
 def write_hf(base_sd: dict, adapter_sd: dict, adapter_config: dict, output: Path) -> list[str]:
@@ -133,7 +136,8 @@ def write_hf(base_sd: dict, adapter_sd: dict, adapter_config: dict, output: Path
     require_rwkv7(base_sd, "--format hf")
     merged = checked_merge(base_sd, adapter_sd, adapter_config)
     dtype = base_sd["emb.weight"].dtype
-    write_hf_folder({k: v.to(dtype) for k, v in merged.items()}, output)
+    write_hf_folder({k: v.to(dtype) for k, v in merged.items()}, output,
+                    adapter_config.get("chat_template", "g1"))
     return [f"wrote Hugging Face RWKV-7 folder {output} ({method_label(adapter_config)} adapter merged, "
             f"{str(dtype).replace('torch.', '')})",
             *_eps_note(base_sd),
@@ -176,7 +180,7 @@ def official_name(hf: str) -> tuple[str, bool]:
 def _weights_files(folder: Path) -> list[Path]:
     index = folder / (WEIGHTS_FILE + ".index.json")
     if index.exists():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        names = hf_weight_files(index)
         return [folder / n for n in names]
     if (folder / WEIGHTS_FILE).exists():
         return [folder / WEIGHTS_FILE]
@@ -192,10 +196,7 @@ def read_hf_folder(folder) -> dict:
     if not cfg_path.exists():
         raise UserError(f"{folder} is a folder without config.json; pass a model file (.pth, "
                         f".safetensors, .st) or a Hugging Face model folder")
-    try:
-        model_type = json.loads(cfg_path.read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise UserError(f"{cfg_path} is not a valid JSON config ({e}); re-export the folder") from None
+    model_type = hf_model_type(cfg_path)
     if model_type != "rwkv7":
         raise UserError(f"HF folder {folder} holds a {model_type!r} model (config.json model_type); "
                         f"rwkvft reads RWKV-7 folders (model_type 'rwkv7') or official RWKV files only")

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..foreign_json import hf_peft_config
 from ..utils import atomic_dir
 from .export_common import checked_merge, low_rank_factors, method_label, split_adapter
 from .hf_export import hf_name, official_name, require_rwkv7
@@ -68,12 +69,15 @@ def hf_peft_adapter(base_sd: dict, adapter_sd: dict, config: dict) -> tuple[dict
     require_rwkv7(base_sd, "--format hf-peft")
     checked_merge(base_sd, adapter_sd, config)
     groups, full = split_adapter(adapter_sd)
+    if not groups:  # a state adapter or a full fine-tune: say so, not "from train_parts"
+        other = ("a state file: --format runner-state or ai00-state" if config.get("method") == "state"
+                 else "the merged model: --format hf")
+        raise UserError(f"a {method_label(config)} adapter has no adapter matrices, and matrices are "
+                        f"all an HF peft adapter holds; export {other}")
     if full:
         raise UserError(f"this adapter also trains full tensors ({sorted(full)[0]}, ... from "
                         f"train_parts), which an HF peft adapter cannot carry; export the merged "
                         f"model with --format hf instead")
-    if not groups:
-        raise UserError("this adapter has no adapter matrices (method none); nothing to export")
     if config.get("method") == "miss":
         tensors, peft = _miss(groups, config)
     else:
@@ -104,12 +108,7 @@ def is_hf_peft_folder(path: Path) -> bool:
 
 
 def _read_config(folder: Path) -> dict:
-    try:
-        cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{folder / CONFIG_NAME} is not valid JSON ({e}); restore the adapter folder") from None
-    if not isinstance(cfg, dict) or "peft_type" not in cfg:
-        raise UserError(f"{folder / CONFIG_NAME} has no peft_type; it is not an HF peft adapter folder")
+    cfg = hf_peft_config(folder)
     kind = str(cfg["peft_type"]).upper()
     if kind not in ("MISS", "LORA"):
         raise UserError(f"HF peft adapter {folder} is {kind}; rwkvft reads MISS and LORA adapters")

@@ -12,8 +12,6 @@ only hold tensors of those layers; every other layer is returned untouched (bit-
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..adapters import registry
@@ -114,16 +112,10 @@ def merge_state_dict(base_sd: dict, adapter_sd: dict, config: dict) -> dict:
 def merge_adapter_file(base_sd: dict, adapter_path, lora_alpha: float | None = None):
     """Read an adapter (ours or RWKV-PEFT's), check it fits `base_sd`, return (merged, config)."""
     from .adapter_io import check_fingerprint, read_adapter
+    from .alpha_flag import with_lora_alpha
 
     adapter_sd, config = read_adapter(adapter_path)
-    if lora_alpha is not None:
-        if config.get("method") != "lora":
-            raise UserError(f"--lora_alpha applies to LoRA adapters only; this one is "
-                            f"{config.get('method')}: drop the flag")
-        if not (math.isfinite(lora_alpha) and lora_alpha > 0):
-            raise UserError(f"--lora_alpha must be a positive number, got {lora_alpha:g}; "
-                            f"pass the lora_alpha used for training")
-        config = dict(config, alpha=lora_alpha)
+    config = with_lora_alpha(config, lora_alpha)  # one check of the flag for merge and export
     check_fingerprint(config.get("base"), base_sd)
     return merge_state_dict(base_sd, adapter_sd, config), config, adapter_sd
 

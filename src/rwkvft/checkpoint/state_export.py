@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..foreign_json import state_meta
 from ..models.time_state import check_time_states, is_time_state_key
 from ..utils import atomic_path, require_file
 
@@ -153,7 +154,7 @@ def _read_pth_or_adapter(path: Path) -> tuple[dict, dict]:
             if rest:
                 raise UserError(f"{path} also trains {len(rest)} other tensor(s) (e.g. {sorted(rest)[0]}); "
                                 f"pass it with --adapter so they are applied too")
-            return {k: v.float() for k, v in states.items()}, dict(config.get("base") or {})
+            return {k: v.float() for k, v in states.items()}, state_meta(config.get("base") or {}, path)
     if path.suffix.lower() == ".safetensors":
         raise UserError(f"{path} is no rwkvft state adapter (no adapter_config.json with method "
                         f"state beside it); an Ai00 state file must end in .state")
@@ -175,7 +176,7 @@ def _pth_meta(path: Path) -> dict:
     try:
         with zipfile.ZipFile(path) as z:
             entry = next((n for n in z.namelist() if n.endswith("/" + META_ENTRY)), None)
-            return json.loads(z.read(entry)) if entry else {}
+            return state_meta(json.loads(z.read(entry)), path) if entry else {}
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError):
         return {}
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("rwkvft.cli.export_cmd", "write an adapter for another runtime: Ai00 LoRA, Hugging Face model or HF-peft folder, RWKV Runner / Ai00 state file"),
     "inspect": ("rwkvft.cli.inspect_cmd", "show a checkpoint's architecture, sizes and dtype"),
     "init": ("rwkvft.cli.init_cmd", "write a freshly initialised RWKV-7 checkpoint of any size"),
+    "data": ("rwkvft.cli.data_cmd", "show what training reads from a data file: rendered records, trained spans, token totals, lint"),
     "prepare": ("rwkvft.cli.prepare_cmd", "tokenize jsonl / text into a binidx pair for training"),
     "eval": ("rwkvft.cli.eval_cmd", "loss, perplexity and tokens of a model (+ adapter) on a data file, read as training reads it"),
     "demo": ("rwkvft.cli.demo_cmd", "end-to-end demo on CPU: init a tiny model, train MiSS, merge, generate"),
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     if not debug:
         quiet_library_noise()
     try:
+        if command == "train":  # a busy --proj_dir is refused before the slow imports
+            from ..training.runlock import refuse_if_busy
+            refuse_if_busy(argv)
         parser = build_parser(command)
         args = parser.parse_args(argv)
         if not args.command:

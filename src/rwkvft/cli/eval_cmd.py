@@ -19,7 +19,7 @@ from ..errors import UserError
 # settings that decide how a data file becomes samples (copied from the run's train_config.json)
 DATA_KEYS = ("data_type", "dataload", "loss_mask", "ctx_len", "micro_bsz", "long_docs",
              "text_field", "sft_field", "user_role", "assistant_role", "system_role",
-             "max_bad_fraction", "head_chunk")
+             "max_bad_fraction", "head_chunk", "chat_template", "train_on_think", "data_split", "data_config")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, typ in (("data_type", str), ("dataload", str), ("loss_mask", str), ("ctx_len", int),
                       ("micro_bsz", int), ("long_docs", str), ("text_field", str),
                       ("user_role", str), ("assistant_role", str), ("system_role", str),
-                      ("max_bad_fraction", float), ("head_chunk", int)):
+                      ("max_bad_fraction", float), ("head_chunk", int), ("chat_template", str),
+                      ("data_split", str), ("data_config", str)):
         parser.add_argument(f"--{name}", type=typ, default=S,
                             help=HELP[name] + " (default: the run's train_config.json, else train's default)")
     parser.add_argument("--sft_field", nargs=2, default=S, help=HELP["sft_field"])
@@ -67,13 +68,9 @@ def _saved_settings(args) -> dict:
         if args.train_config:
             raise UserError(f"--train_config {path} not found")
         return {}
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); pass the data flags instead") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"{path} is not a train_config.json (not a JSON object)")
-    return {k: saved[k] for k in DATA_KEYS if k in saved}
+    from ..foreign_json import train_config_settings
+    # a run from before chat templates wrote its chat records in what is now `raw`
+    return {"chat_template": "raw", **train_config_settings(path, DATA_KEYS)}
 
 
 def eval_config(args):
@@ -101,7 +98,10 @@ def _models(args, base_sd):
     out = []
     if args.base is not None:
         from ..checkpoint import read_state_dict
-        out.append(("base", model_from_state_dict(read_state_dict(args.base))))
+        from ..training.safety import check_finite_base
+        other = read_state_dict(args.base)
+        check_finite_base(other, args.base)
+        out.append(("base", model_from_state_dict(other)))
         adapted = True
     else:
         adapted = args.adapter is not None or args.state is not None
@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint.rwkv_format import infer_config
     from ..data.datasets import read_data
     from ..training.evaluation import EvalResult, evaluate
+    from ..training.safety import check_finite_base
     from ..data.from_flags import data_config
     from ..training.validation import val_samples_from
 
@@ -139,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     if args.pairs:
         return _run_pairs(args, cfg)
     base_sd = read_state_dict(args.model)
+    check_finite_base(base_sd, args.model)  # train's check: a damaged file, not a NaN loss
     mcfg = infer_config(base_sd)
     dcfg = dataclasses.replace(data_config(cfg), vocab_size=mcfg.vocab_size)
     dcfg.progress = bool(args.progress) and not args.json

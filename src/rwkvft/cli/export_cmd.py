@@ -67,17 +67,12 @@ def _check_paths(args) -> tuple[Path, Path, Path]:
 def load_inputs(base: Path, adapter: Path, lora_alpha: float | None):
     """(base state dict, adapter tensors, adapter config) with the base fingerprint checked."""
     from ..checkpoint.adapter_io import check_fingerprint, read_adapter
+    from ..checkpoint.alpha_flag import with_lora_alpha
     from ..checkpoint.rwkv_format import read_state_dict
 
     base_sd = read_state_dict(base)
     adapter_sd, config = read_adapter(adapter)
-    if lora_alpha is not None:
-        if config.get("method") != "lora":
-            raise UserError(f"--lora_alpha applies to LoRA adapters only; this one is "
-                            f"{config.get('method')}: drop the flag")
-        if lora_alpha <= 0:
-            raise UserError(f"--lora_alpha must be positive, got {lora_alpha:g}")
-        config = dict(config, alpha=lora_alpha)
+    config = with_lora_alpha(config, lora_alpha)  # one check of the flag for merge and export
     check_fingerprint(config.get("base"), base_sd)
     return base_sd, adapter_sd, config
 
@@ -87,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
     module, function, _ = FORMATS[args.format]
     writer = getattr(importlib.import_module(module), function)
     base_sd, adapter_sd, config = load_inputs(base, adapter, args.lora_alpha)
-    for line in writer(base_sd, adapter_sd, config, out):
+    if args.format == "hf":  # the exported chat_template writes what the run trained on
+        from ..data.templates.jinja import run_chat_template
+        config = dict(config, chat_template=run_chat_template(adapter))
+    from .output_guard import writing_output
+    with writing_output(out):  # stale temps of a killed export go; a full disk is one line
+        lines = writer(base_sd, adapter_sd, config, out)
+    for line in lines:
         print(line)
     return 0

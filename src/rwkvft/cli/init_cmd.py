@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from ..models.init import init_state_dict, new_config
     cfg = new_config(args.n_layer, args.n_embd, args.vocab_size, args.head_size)
     sd = init_state_dict(cfg, seed=args.seed)
-    write_state_dict(sd, out)
+    from .output_guard import writing_output
+    with writing_output(out):  # stale temps of a killed init go; a full disk is one line
+        write_state_dict(sd, out)
     n_params = sum(t.numel() for t in sd.values())
     print(f"wrote {out}: RWKV-7 L{cfg.n_layer} C{cfg.n_embd} V{cfg.vocab_size}, "
           f"{n_params / 1e6:.2f}M parameters, bf16, seed {args.seed}")

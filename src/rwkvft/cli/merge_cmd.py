@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         from ..checkpoint.rwkv_format import infer_config
         from ..checkpoint.state_export import refuse_baked_x070
         refuse_baked_x070(infer_config(merged).version)
-    dtype_name = _write(merged, out, fmt, args.dtype)
+    from .output_guard import writing_output
+    with writing_output(out):  # stale temps of a killed merge go; a full disk is one line
+        dtype_name = _write(merged, out, fmt, args.dtype)
     from ..adapters import registry
     suffixes = registry.get(config["method"]).suffixes
     n = len({k.rpartition(".")[0] for k in adapter_sd if k.rpartition(".")[2] in suffixes})

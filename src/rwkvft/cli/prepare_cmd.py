@@ -23,12 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user_role", default="User", help="name of the user role in chat records")
     parser.add_argument("--assistant_role", default="Assistant", help="name of the assistant role")
     parser.add_argument("--system_role", default="System", help="name of the system role")
+    parser.add_argument("--chat_template", default="g1", help="how chat records are written: g1, world or raw "
+                                                               "(as rwkvft train --chat_template)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.formats import Roles
     from ..data.prepare import prepare
+    from ..data.templates import get_template
     from ..errors import UserError
     if not 0 <= args.max_bad_fraction <= 1:
         raise UserError(f"--max_bad_fraction must be between 0 and 1, got {args.max_bad_fraction}")
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers must be >= 0 (0 = all cores), got {args.workers}")
     summary = prepare(args.input, args.output, eod=not args.no_eod, workers=args.workers,
                       text_field=args.text_field, fmt=args.format, max_bad_fraction=args.max_bad_fraction,
-                      force=args.force, roles=Roles(args.user_role, args.assistant_role, args.system_role),
+                      force=args.force, roles=Roles(args.user_role, args.assistant_role, args.system_role,
+                                  get_template(args.chat_template).name),
                       progress=not args.quiet)
     print(summary.text())
     return 0

@@ -34,10 +34,11 @@ Modes (--dataload):
   unless it already ends with one, cut into consecutive ctx_len+1 windows (sharing one token).
   No padding, no wasted compute; the RNN state carries across documents inside a sample.
 
-Loss masks (--loss_mask): "none" and "pad" both train every real token (padding never counts).
+Loss masks (--loss_mask): "auto" (default) is "qa" when the data has records with roles and "none"
+otherwise; summary() says which. "none" and "pad" both train every real token (padding never counts).
 "qa" trains only response tokens (assistant turns, the response of prompt/response records, the
 EOD after them) of records that have roles; text records in the same file are trained fully.
-Only jsonl and sft data have roles: qa on other data types is an error. sft always uses qa.
+Only jsonl, sft and hf data have roles: qa on other data types is an error. sft always uses qa.
 """
 from __future__ import annotations
 
@@ -52,11 +53,12 @@ from ..errors import UserError
 from ..kernels import SEQ_MULTIPLE
 from .collate import collate, grouped_position, length_groups, padded_length
 from .formats import Roles
+from .templates import TEMPLATES
 from .readers import DATA_TYPES, Corpus, ReadOptions, read_corpus
 from .tokenizer import EOD, VOCAB_SIZE
 
 DATALOADS = ("get", "pad", "only", "pack")
-LOSS_MASKS = ("none", "pad", "qa")
+LOSS_MASKS = ("auto", "none", "pad", "qa")
 
 
 @dataclass
@@ -68,12 +70,16 @@ class DataConfig:
     micro_bsz: int = 1
     epoch_steps: int = 1000
     dataload: str = "pad"         # get | pad | only | pack
-    loss_mask: str = "none"       # none | pad | qa
+    loss_mask: str = "auto"       # auto | none | pad | qa
     random_seed: int = -1         # < 0 means 0: the data order is always deterministic
     sft_field: tuple[str, str] | None = None   # (prompt column, response column)
     user_role: str = "User"
     assistant_role: str = "Assistant"
     system_role: str = "System"
+    chat_template: str = "g1"     # data/templates: g1 | world | raw
+    train_on_think: bool = True
+    data_split: str = "train"     # Hugging Face datasets (data_type hf)
+    data_config: str = ""
     text_field: str = "text"
     max_bad_fraction: float = 0.01
     window_sampling: str = "random"  # get mode: random | cover (every window once per pass)
@@ -89,6 +95,7 @@ class DataConfig:
         if self.loss_mask == "se":
             raise UserError("loss_mask 'se' is not supported; use 'qa' with user_role/assistant_role, or chat records")
         _choice("loss_mask", self.loss_mask, LOSS_MASKS)
+        _choice("chat_template", self.chat_template, tuple(TEMPLATES))
         _choice("window_sampling", self.window_sampling, ("random", "cover"))
         _choice("long_docs", self.long_docs, ("split", "truncate"))
         for name in ("ctx_len", "micro_bsz", "epoch_steps"):
@@ -107,9 +114,23 @@ class DataConfig:
             raise UserError(f"sft_field needs exactly two names (prompt response), got {list(self.sft_field)}")
 
 
+def responses_only(cfg: DataConfig, corpus: Corpus) -> bool:
+    """Whether only response tokens are trained: qa, sft, or auto on records with roles."""
+    auto = cfg.loss_mask == "auto" and corpus.mask is not None
+    return cfg.loss_mask == "qa" or cfg.data_type == "sft" or auto
+
+
 def trained_mask(cfg: DataConfig, corpus: Corpus):
     """The per-token loss mask of `corpus` under cfg (None = every real token is trained)."""
-    return corpus.mask if (cfg.loss_mask == "qa" or cfg.data_type == "sft") else None
+    return corpus.mask if responses_only(cfg, corpus) else None
+
+
+def loss_mask_note(cfg: DataConfig, corpus: Corpus) -> str:
+    """The run log's line saying which tokens carry loss (what --loss_mask auto chose)."""
+    how = "responses only (assistant turns and their EOD; plain-text records fully)" \
+        if responses_only(cfg, corpus) and corpus.mask is not None else "every real token"
+    chose = f"auto -> {'qa' if corpus.mask is not None else 'none'}" if cfg.loss_mask == "auto" else cfg.loss_mask
+    return f"loss_mask {chose}: trains {how}"
 
 
 def _choice(name: str, value: str, allowed) -> None:
@@ -186,6 +207,7 @@ class RWKVDataset(Dataset):
         lines = [f"data: {c.source} ({self.cfg.data_type}): {c.n_docs} documents, {len(c.tokens)} tokens",
                  f"dataload {self.cfg.dataload}: one pass over the data = {per} samples = "
                  f"{-(-per // batch)} steps of {batch}; one epoch = {self.length} samples"]
+        lines.append(loss_mask_note(self.cfg, c))
         if c.stats.bad:
             lines.append(f"skipped records: {c.stats.skipped_text()}")
         return "\n".join(lines + self.notes)
@@ -339,10 +361,11 @@ def read_data(cfg: DataConfig, rank: int = 0) -> Corpus:
     """Read cfg.data_file as training reads it (tokenizer, EOD, roles and mask checks)."""
     cfg.validate()
     vocab = cfg.vocab_size or VOCAB_SIZE
-    roles = Roles(cfg.user_role, cfg.assistant_role, cfg.system_role)
+    roles = Roles(cfg.user_role, cfg.assistant_role, cfg.system_role, cfg.chat_template, cfg.train_on_think)
     opts = ReadOptions(cfg.data_file, cfg.data_type, roles, cfg.text_field,
                        tuple(cfg.sft_field) if cfg.sft_field else None, cfg.append_eod,
-                       cfg.max_bad_fraction, cfg.tokenize_workers, cfg.ctx_len, cfg.progress and rank == 0)
+                       cfg.max_bad_fraction, cfg.tokenize_workers, cfg.ctx_len, cfg.progress and rank == 0,
+                       cfg.data_split, cfg.data_config)
     corpus = read_corpus(opts, vocab)
     if (cfg.loss_mask == "qa" or cfg.data_type == "sft") and corpus.mask is None:
         raise UserError(f"loss_mask qa needs records with roles (chat messages or prompt/response), and "

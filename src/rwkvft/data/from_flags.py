@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .datasets import DataConfig
+from .hf_datasets import looks_like_hf
 from .readers import DATA_TYPES
 
 
@@ -16,6 +17,8 @@ def resolve_data_type(cfg) -> str:
         return cfg.data_type
     p = Path(cfg.data_file)
     suffix = p.suffix.lower()
+    if looks_like_hf(cfg.data_file):
+        return "hf"
     if suffix in (".jsonl", ".json"):
         return "jsonl"
     if suffix == ".npy":
@@ -37,7 +40,7 @@ def data_config(cfg, data_file: str = "") -> DataConfig:
     data_type = resolve_data_type(cfg)
     dataload = cfg.dataload
     if dataload == "auto":  # records are documents; token streams are windows
-        dataload = "pad" if data_type in ("jsonl", "sft") else "get"
+        dataload = "pad" if data_type in ("jsonl", "sft", "hf") else "get"
     data_file = data_file or cfg.data_file
     if data_type == "binidx" and Path(data_file).suffix in (".bin", ".idx"):
         data_file = str(Path(data_file).with_suffix(""))
@@ -48,6 +51,8 @@ def data_config(cfg, data_file: str = "") -> DataConfig:
                       window_sampling=cfg.window_sampling, long_docs=cfg.long_docs,
                       user_role=cfg.user_role, assistant_role=cfg.assistant_role,
                       system_role=cfg.system_role, text_field=cfg.text_field,
+                      chat_template=cfg.chat_template, train_on_think=cfg.train_on_think,
+                      data_split=cfg.data_split, data_config=cfg.data_config,
                       max_bad_fraction=cfg.max_bad_fraction, progress=cfg.progress,
                       group_by_length=cfg.group_by_length)
     dcfg.validate()

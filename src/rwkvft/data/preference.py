@@ -28,7 +28,27 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .formats import RecordError, Roles, _string, _turn_segments
+from .formats import RecordError, Roles
+
+_USER, _ASSISTANT, _SYSTEM = ("user", "human"), ("assistant", "gpt", "bot", "model"), ("system",)
+
+
+def _string(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise RecordError(f"{what} is not a string")
+    return value
+
+
+def _turn_segments(role: str, content: str, roles: Roles):
+    """The plain RWKV chat rendering of one turn (today's SFT "User: ...\n\nAssistant: ..." form)."""
+    role = role.lower()
+    if role in _USER:
+        return [(f"{roles.user}: {content}\n\n", False)]
+    if role in _SYSTEM:
+        return [(f"{roles.system}: {content}\n\n", False)]
+    if role in _ASSISTANT:
+        return [(f"{roles.assistant}:", False), (f" {content}\n\n", True)]
+    raise RecordError(f"unknown role {role!r}")
 from .tokenizer import EOD
 
 

@@ -5,12 +5,13 @@
 | binidx             | PREFIX (PREFIX.bin + PREFIX.idx)   | one per sequence                            |
 | jsonl              | .jsonl                             | one per record (text / chat / prompt-resp.) |
 | sft                | local .json (list) / .jsonl / .parquet | one per record; sft_field = [prompt, response] |
+| hf                 | save_to_disk folder, .arrow/.csv/... file, Hub org/name (hf_datasets.py) | one per row |
 | utf-8, utf-16le    | plain text file                    | the whole file (World tokenizer)            |
 | numpy              | .npy integer token array           | 1-D: split after each EOD (0); 2-D: one per row |
 | uint16             | raw little-endian uint16 tokens    | split after each EOD (0)                    |
 | dummy              | ignored                            | 64 deterministic random-token documents     |
 
-Only jsonl and sft carry roles, so only they have a per-token `mask` (1 = response token).
+Only jsonl, sft and hf carry roles, so only they have a per-token `mask` (1 = response token).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from .pipeline import (Chunk, Options, Stats, _jsonl_task, _text_task, default_w
                        jsonl_tasks, run_tasks, text_tasks, CHUNK_BYTES, check_records)
 from .tokenizer import EOD, VOCAB_SIZE
 
-DATA_TYPES = ("binidx", "jsonl", "sft", "utf-8", "utf-16le", "numpy", "uint16", "dummy")
+DATA_TYPES = ("binidx", "jsonl", "sft", "hf", "utf-8", "utf-16le", "numpy", "uint16", "dummy")
 
 
 @dataclass
@@ -69,6 +70,8 @@ class ReadOptions:
     workers: int = 0
     ctx_len: int = 1024           # only sizes the dummy documents
     progress: bool = False
+    split: str = "train"          # hf: the dataset split and configuration
+    config: str = ""
 
 
 def _concat(chunks: list[Chunk], source: str, stats: Stats) -> Corpus:
@@ -132,13 +135,24 @@ def read_sft(o: ReadOptions) -> Corpus:
     """Local json / jsonl / parquet; loss only on the response (sft_field = [prompt, response])."""
     if not Path(o.data_file).exists():
         raise UserError(f"sft data_file not found: {o.data_file} (sft reads local .json/.jsonl/.parquet "
-                        f"files; save a Hugging Face dataset with .to_json() first)")
+                        f"files; --data_type hf reads Hugging Face datasets)")
     p = _nonempty(o.data_file, "data_file")
     if p.suffix.lower() in (".jsonl", ".ndjson"):
         return read_jsonl(o)
+    return read_record_list(_load_records(p), o, str(p))
+
+
+def read_hf(o: ReadOptions) -> Corpus:
+    """A Hugging Face dataset (folder, data file or Hub name): its rows are records, as in jsonl."""
+    from .hf_datasets import load_records
+    return read_record_list(load_records(o.data_file, o.split, o.config), o, o.data_file)
+
+
+def read_record_list(records, o: ReadOptions, source: str) -> Corpus:
+    """Parsed records (dicts) -> Corpus, in this process (record n is the n-th, from 1)."""
     stats, chunk = Stats(), Chunk(np.zeros(0, np.uint16), np.zeros(0, np.int64), np.zeros(0, np.uint8))
     parsed = []
-    for n, rec in enumerate(_load_records(p), start=1):
+    for n, rec in enumerate(records, start=1):
         chunk.records += 1
         try:
             parsed.append(record_segments(rec, o.roles, o.text_field, o.sft_field))
@@ -146,8 +160,8 @@ def read_sft(o: ReadOptions) -> Corpus:
             chunk.bad.append((n, str(e)))
     encode_records(parsed, o.eod, chunk)
     stats.add(chunk)
-    check_records(stats, o.max_bad_fraction, str(p))
-    return _concat([chunk], str(p), stats)
+    check_records(stats, o.max_bad_fraction, source)
+    return _concat([chunk], source, stats)
 
 
 def read_text(o: ReadOptions, encoding: str) -> Corpus:
@@ -216,7 +230,7 @@ def read_corpus(o: ReadOptions, vocab_size: int) -> Corpus:
         return dummy_corpus(o.ctx_len, vocab_size)
     if not o.data_file:
         raise UserError(f"no data_file given for data_type {o.data_type}; pass --data_file")
-    readers = {"binidx": read_binidx, "jsonl": read_jsonl, "sft": read_sft, "numpy": read_numpy,
+    readers = {"binidx": read_binidx, "jsonl": read_jsonl, "sft": read_sft, "hf": read_hf, "numpy": read_numpy,
                "uint16": read_uint16, "utf-8": lambda x: read_text(x, "utf-8"),
                "utf-16le": lambda x: read_text(x, "utf-16-le")}
     corpus = readers[o.data_type](o)

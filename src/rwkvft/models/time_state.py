@@ -31,14 +31,24 @@ def check_time_states(states: dict, cfg: ModelConfig, what: str) -> None:
     want = (cfg.n_head, cfg.head_size, cfg.head_size)
     layers = sorted(int(_KEY.match(k).group(1)) for k in states if _KEY.match(k))
     if layers != list(range(cfg.n_layer)) or len(states) != cfg.n_layer:
-        raise UserError(f"{what} has time_state tensors for {len(layers)} layer(s) but the model has "
-                        f"{cfg.n_layer}; it was made for another model (use a state trained on this base)")
+        missing = sorted(set(range(cfg.n_layer)) - set(layers))
+        extra = sorted(set(layers) - set(range(cfg.n_layer)))
+        gaps = "; ".join(filter(None, [missing and f"no state for layer(s) {_list(missing)}",
+                                       extra and f"states for layer(s) {_list(extra)}, which the "
+                                                 f"model does not have"]))
+        raise UserError(f"{what} has time_state tensors for {len(layers)} layer(s), the model has "
+                        f"{cfg.n_layer} ({gaps or 'a layer appears twice'}); it was made for another "
+                        f"model (use a state trained on this base)")
     for k, t in states.items():
         if tuple(t.shape) != want:
             raise UserError(f"{what}: {k} has shape {tuple(t.shape)} but this model's states are "
                             f"{want} (heads, head size, head size); it was made for another model size")
         if not torch.isfinite(t).all():
             raise UserError(f"{what}: {k} contains NaN or Inf; the state is broken (training diverged?)")
+
+
+def _list(layers: list[int]) -> str:
+    return ", ".join(map(str, layers[:5])) + (", ..." if len(layers) > 5 else "")
 
 
 def set_time_state(model: nn.Module, states: dict, trainable: bool = False) -> list[str]:

@@ -12,7 +12,8 @@ import torch
 
 from ..errors import UserError
 
-_ADAPTER_LOCALS = ("miss", "lora_A", "lora_B", "lora_A0", "lora_B0")
+# what an adapter trains besides full tensors: matrices, and a state adapter's time_state
+_ADAPTER_LOCALS = ("miss", "lora_A", "lora_B", "lora_A0", "lora_B0", "time_state")
 
 
 def _describe(method, mode) -> str:

@@ -167,22 +167,28 @@ class SaveAdapter(L.Callback):
 
     def _save(self, trainer, label) -> None:
         """Adapter rwkv-{label} (label: epoch number or "step{S}") + last.ckpt; every rank calls it."""
-        if trainer.is_global_zero:
-            self.save_fn(label)
+        from .ds import full_params
+        from .safety import install_checkpoint, remove_path, save_error_text
+        with full_params(trainer, (p for p in trainer.lightning_module.parameters() if p.requires_grad)):
+            if trainer.is_global_zero:  # ZeRO-3: the adapters are whole inside, on every rank
+                self.save_fn(label)
         ckpt = Path(self.runlog.proj_dir) / "last.ckpt"
-        tmp = ckpt.with_name(".last.ckpt.tmp")
+        tmp = ckpt.with_name(".last.ckpt.tmp")  # a file, or a folder under DeepSpeed
+        if trainer.is_global_zero:
+            remove_path(tmp)  # a failed save's leftovers must not mix into this one
+        trainer.strategy.barrier()
         # collective: every rank must call it. The optimizer state is needed for --resume.
         try:
             trainer.save_checkpoint(tmp, weights_only=False)
         except (OSError, RuntimeError) as e:  # a full disk: torch.save raises RuntimeError
-            tmp.unlink(missing_ok=True)
-            from .safety import save_error_text
+            remove_path(tmp)
             raise UserError(f"could not save {ckpt} ({save_error_text(e)}); the previous "
                             f"last.ckpt and the adapters saved so far are intact") from None
         trainer.strategy.barrier()
         if trainer.is_global_zero:
-            tmp.replace(ckpt)
+            install_checkpoint(tmp, ckpt)
             self.plot_fn()
+        trainer.strategy.barrier()  # no rank writes the next .last.ckpt.tmp before this one moved
 
 
 def epoch_complete(trainer) -> bool:

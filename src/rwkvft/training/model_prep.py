@@ -2,6 +2,8 @@
 base model, keep the frozen base in the training precision, quantize it for --quant."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..adapters import AdapterConfig, Injected, inject
@@ -42,5 +44,9 @@ def quantize_frozen(model, quant: str, device=None) -> str:
 
 
 def quant_device(acc: str):
-    """Where --quant quantizes: the GPU when training on one."""
-    return torch.device("cuda", torch.cuda.current_device()) if acc == "gpu" else None
+    """Where --quant quantizes: this process's GPU when training on one. It runs before
+    Trainer.fit, i.e. before Lightning selects the process's GPU, so current_device() would
+    still be GPU 0 on every rank: use the local rank Lightning's launcher gives each process."""
+    if acc != "gpu":
+        return None
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -90,8 +90,12 @@ class FineTuneModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint):
         # RWKV-PEFT's resume silently loaded nothing (its issue #63): count what we load.
+        if "state_dict" not in checkpoint:
+            # DeepSpeed's folder: its engine loads the module states itself, and
+            # safety.check_resume_tensors compared the folder's tensors before training
+            return
         want = {f"model.{n}" for n in self.trainable}
-        have = set(checkpoint.get("state_dict", {}))
+        have = set(checkpoint["state_dict"])
         if have != want:
             missing = sorted(want - have)[:3]
             extra = sorted(have - want)[:3]

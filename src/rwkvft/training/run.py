@@ -26,7 +26,7 @@ from ..config import TrainConfig
 from ..data.from_flags import data_config
 from ..errors import UserError
 from ..utils import atomic_path
-from . import nodes, safety
+from . import ds, nodes, resume_rules, runlock, safety
 from .model_prep import prepare_model, quant_device
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
 from .interrupt import Interrupted, StopRequest
@@ -35,14 +35,6 @@ from .steps import ResumableData, StepEvents, budget_steps, silence_mid_epoch_re
 
 if TYPE_CHECKING:
     from ..data import DataConfig
-
-# settings a resumed run must share with the run it continues
-RESUME_KEYS = ("load_model", "peft", "peft_config", "train_parts", "ctx_len", "micro_bsz",
-               "epoch_steps", "accumulate_grad_batches", "data_file", "data_type", "dataload",
-               "random_seed", "lr_init", "lr_final", "lr_schedule", "warmup_steps", "epoch_begin",
-               "val_split", "group_by_length", "objective", "beta", "dpo_loss", "label_smoothing",
-               "simpo_gamma", "orpo_lambda", "sft_weight")
-
 
 @dataclass
 class TrainResult:
@@ -112,13 +104,14 @@ def prepare_proj_dir(cfg: TrainConfig) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"--proj_dir {proj} is not writable ({e.strerror}); choose another folder") from None
+    runlock.hold(proj)  # one run per folder, before anything in it is removed or checked
     safety.clean_stale_temps(proj)
     found = safety.existing_run(proj)
     if cfg.resume:
         if not (proj / "last.ckpt").exists():
             raise UserError(f"--resume: nothing to resume in {proj} (no last.ckpt); "
                             f"start without --resume")
-        safety.check_resume_config(cfg, proj, RESUME_KEYS)
+        resume_rules.check_resume_flags(cfg, proj)  # one table: what must match, what may change
         resumed_at = safety.read_resume_checkpoint(proj / "last.ckpt").get("global_step", 0)
         truncate_loss_log(proj, total_optimizer_steps(cfg)[1] + int(resumed_at))
     elif found and not cfg.overwrite:
@@ -206,12 +199,18 @@ def build_data(plan: Plan, vocab_size: int):
 
 
 def _strategy(cfg: TrainConfig):
-    """The Lightning strategy; DDP must not broadcast a quantized base (GBs of buffers) every step."""
+    """The Lightning strategy; DDP must not broadcast a quantized base (GBs of buffers) every
+    step, DeepSpeed needs rwkvft's settings (ds.py)."""
     if cfg.num_nodes > 1:
         return nodes.multi_node_strategy(cfg)
-    if cfg.quant != "none" and cfg.strategy == "ddp":
+    if ds.is_deepspeed(cfg.strategy):
+        return ds.deepspeed_strategy(cfg.strategy)
+    # "auto" with several devices is DDP too (Lightning picks DDPStrategy with no arguments)
+    is_ddp = cfg.strategy in ("ddp", "ddp_spawn") or (cfg.strategy == "auto" and cfg.devices > 1)
+    if cfg.quant != "none" and is_ddp:
         from lightning.pytorch.strategies import DDPStrategy
-        return DDPStrategy(broadcast_buffers=False)
+        return DDPStrategy(broadcast_buffers=False,
+                           start_method="spawn" if cfg.strategy == "ddp_spawn" else "popen")
     return cfg.strategy
 
 
@@ -236,6 +235,13 @@ def _loggers(cfg: TrainConfig, proj: Path):
 
 def train(cfg: TrainConfig) -> TrainResult:
     """The recipe (module docstring): each step is one function below."""
+    try:
+        return _train(cfg)
+    finally:
+        runlock.release(Path(cfg.proj_dir))  # held from prepare_proj_dir on (rank 0)
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
     import lightning as L
 
     plan = plan_run(cfg)
@@ -301,11 +307,19 @@ class AdapterSaver:
         self.module = None                  # the FineTuneModule, once built (for the samples)
 
     def tensors(self) -> dict:
+        """The tensors to save. Under ZeRO-3 the caller gathers them first (ds.full_params):
+        a shard reads as an empty tensor, which is refused here rather than saved."""
         from ..adapters import adapter_state_dict
         if self.plan.method.full_model:   # every tensor of the model, official names and shapes
-            return {k: v.detach().float().cpu().clone() for k, v in self.model.state_dict().items()}
-        return {k: v.detach().float().cpu().clone()
-                for k, v in adapter_state_dict(self.model, self.trainable).items()}
+            out = {k: v.detach().float().cpu().clone() for k, v in self.model.state_dict().items()}
+        else:
+            out = {k: v.detach().float().cpu().clone()
+                   for k, v in adapter_state_dict(self.model, self.trainable).items()}
+        empty = [k for k, v in out.items() if v.numel() == 0]
+        if empty:
+            raise UserError(f"the tensors to save {empty[:3]} are empty (ZeRO-3 shards that were "
+                            f"not gathered); please report this")
+        return out
 
     def __call__(self, label, track: bool = True) -> Path:
         """Write rwkv-{label} (label: epoch number, "step{S}" or "best"; track=False for best,
@@ -342,7 +356,8 @@ def sample_writer(cfg: TrainConfig, vocab_size: int):
     from ..data.formats import Roles
     from .samples import SampleWriter, read_prompts
     writer = SampleWriter(read_prompts(cfg.sample_prompts, Roles(cfg.user_role, cfg.assistant_role,
-                                                                  cfg.system_role)),
+                                                                  cfg.system_role, cfg.chat_template,
+                                                                  cfg.train_on_think)),
                           cfg.proj_dir, cfg.sample_tokens)
     writer.check_model(vocab_size)
     return writer
@@ -436,10 +451,12 @@ def finish(plan: Plan, steps: TrainerParts, model, trainable, base_sd, saver: Ad
                          validation=steps.validator.history if steps.validator else [])
     if steps.events.stopped_by == "signal":
         _report_interrupt(plan.cfg, log, result, steps.stop.name)
-    _check_ranks_in_sync(steps.trainer, model, trainable, log)
-    if plan.rank0 and plan.cfg.merge_output:
-        result.merged = merge_to_file(base_sd, saver.tensors(), plan.peft, plan.cfg.merge_output)
-        log.line(f"merged model written to {result.merged}")
+    params = dict(model.named_parameters())
+    with ds.full_params(steps.trainer, [params[n] for n in trainable]):  # every rank enters
+        _check_ranks_in_sync(steps.trainer, model, trainable, log)
+        if plan.rank0 and plan.cfg.merge_output:
+            result.merged = merge_to_file(base_sd, saver.tensors(), plan.peft, plan.cfg.merge_output)
+            log.line(f"merged model written to {result.merged}")
     if plan.rank0:
         log.line(f"finished {_dt.datetime.now().isoformat(timespec='seconds')}")
     return result
@@ -471,6 +488,9 @@ def _check_ranks_in_sync(trainer, model, trainable, log) -> None:
     if trainer.world_size <= 1:
         return
     params = dict(model.named_parameters())
+    empty = [n for n in trainable if params[n].numel() == 0]
+    if empty:  # zeros compare equal on every rank: an ungathered ZeRO-3 shard must not pass
+        raise UserError(f"the trained tensors {empty[:3]} are empty on this rank; please report this")
     local = torch.tensor([sum(float(params[n].detach().double().sum()) for n in trainable)],
                          dtype=torch.float64)
     gathered = trainer.strategy.all_gather(local.to(trainer.strategy.root_device)).flatten().cpu()

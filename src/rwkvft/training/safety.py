@@ -7,12 +7,15 @@ One list (`RUN_FILE_PATTERNS`) says which files a run writes; `--overwrite` dele
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError, quote
+from ..foreign_json import typed_train_config
 from ..utils import same_file
 
 # Every file a training run writes into --proj_dir (regular expressions on the file name).
@@ -28,13 +31,18 @@ _MARKER = re.compile("|".join(f"(?:{p})" for p in _RUN_MARKERS))
 # ".last.ckpt.tmp" and the writability probe. A kill leaves them; nobody else writes them.
 _STALE = re.compile(r"\.(?:" + "|".join(RUN_FILE_PATTERNS) + r")(?:\.[A-Za-z0-9_]+)?\.tmp"
                     r"|\.rwkvft-write-test")
+# Under DeepSpeed last.ckpt (and so its temp) is a folder; the previous one waits here while
+# the new one is renamed into place (install_checkpoint).
+_CKPT_DIRS = ("last.ckpt", ".last.ckpt.tmp")
+_OLD_CKPT = ".last.ckpt.old"
 
 
 def run_files(proj: Path) -> list[Path]:
-    """The files of a run present in `proj` (sorted by name)."""
+    """The files of a run present in `proj` (sorted by name); last.ckpt may be a folder."""
     if not proj.is_dir():
         return []
-    return sorted(p for p in proj.iterdir() if p.is_file() and _RUN_FILE.fullmatch(p.name))
+    return sorted(p for p in proj.iterdir() if _RUN_FILE.fullmatch(p.name)
+                  and (p.is_file() or (p.is_dir() and p.name == "last.ckpt")))
 
 
 def existing_run(proj: Path) -> list[str]:
@@ -43,13 +51,43 @@ def existing_run(proj: Path) -> list[str]:
 
 
 def clean_stale_temps(proj: Path) -> list[str]:
-    """Delete temp files of our own naming left by a killed run; returns their names."""
+    """Delete temp files of our own naming left by a killed run; returns their names. A run
+    killed between install_checkpoint's two renames left the previous last.ckpt (complete)
+    as .last.ckpt.old: it becomes last.ckpt again."""
+    old, ckpt = proj / _OLD_CKPT, proj / "last.ckpt"
+    if old.exists() and not ckpt.exists():
+        os.replace(old, ckpt)
     removed = []
     for p in sorted(proj.iterdir()) if proj.is_dir() else []:
-        if p.is_file() and _STALE.fullmatch(p.name):
-            p.unlink(missing_ok=True)
+        stale_dir = p.is_dir() and p.name in (_CKPT_DIRS[1], _OLD_CKPT)
+        if (p.is_file() and (_STALE.fullmatch(p.name) or p.name == _OLD_CKPT)) or stale_dir:
+            remove_path(p)
             removed.append(p.name)
     return removed
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or a folder tree if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def install_checkpoint(tmp: Path, ckpt: Path) -> None:
+    """Make the complete `tmp` (a file, or DeepSpeed's folder) the new `ckpt`. A file is one
+    atomic rename. A folder cannot replace a non-empty folder, so the previous one first moves
+    aside to .last.ckpt.old and is deleted only after the new one is in place; a kill between
+    the two renames leaves it there, and clean_stale_temps puts it back."""
+    if not (tmp.is_dir() or ckpt.is_dir()):
+        tmp.replace(ckpt)
+        return
+    old = ckpt.with_name(_OLD_CKPT)
+    remove_path(old)
+    if ckpt.exists():
+        os.replace(ckpt, old)
+    os.replace(tmp, ckpt)
+    remove_path(old)
 
 
 def remove_run_files(cfg, proj: Path) -> list[str]:
@@ -61,7 +99,7 @@ def remove_run_files(cfg, proj: Path) -> list[str]:
                 raise UserError(f"{what} {given} has the name of a run file in --proj_dir "
                                 f"(--overwrite would delete it); move it out of {proj} first")
     for p in files:
-        p.unlink(missing_ok=True)
+        remove_path(p)
     return [p.name for p in files]
 
 
@@ -114,9 +152,14 @@ def _is_adapter(path: Path) -> bool:
 
 # ---------------------------------------------------------------- --resume
 def read_resume_checkpoint(path: Path) -> dict:
-    """last.ckpt as data; UserError when it cannot be read."""
+    """last.ckpt as data (a DeepSpeed folder read into the same layout); UserError when it
+    cannot be read."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if Path(path).is_dir():
+            from .ds import read_checkpoint_folder
+            ckpt = read_checkpoint_folder(Path(path))
+        else:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means the file cannot be resumed from
         raise UserError(f"--resume: {path} cannot be read ({quote(e)}); it is damaged or "
                         f"not ours: restore it, or start a new run with --overwrite") from None
@@ -159,6 +202,7 @@ def check_resume_config(cfg, proj: Path, keys) -> None:
     if not isinstance(saved, dict):
         raise UserError(f"--resume: {saved_path} does not hold a configuration; restore it or "
                         f"start a new run with --overwrite")
+    saved = typed_train_config(saved, f"--resume: {saved_path}", keys)  # a field's type is checked
     now = json.loads(cfg.to_json())
     for k in keys:
         if k in saved and not _same_setting(k, saved, now):
