@@ -26,6 +26,8 @@ class AdaptedLinear(nn.Module):
     adapter_param_names: tuple[str, ...] = ()
     # Extra tensors that go into the adapter file but are not trained (PiSSA's A0/B0).
     adapter_extra_names: tuple[str, ...] = ()
+    # True inside adapters.reference.layers_in_reference_mode: forward = reference_forward
+    reference_mode: bool = False
 
     def __init__(self, base: nn.Linear):
         super().__init__()
@@ -52,7 +54,14 @@ class AdaptedLinear(nn.Module):
         them as `p.float()`); added to base_forward's output."""
         raise NotImplementedError
 
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer of the reference policy (preference tuning): the frozen base, adapter off.
+        PiSSA overrides it: its frozen base is a residual, its reference the original weight."""
+        return self.base_forward(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reference_mode:
+            return self.reference_forward(x)
         y = self.base_forward(x)
         with fp32_region(x):
             return (y.float() + self.adapter_forward(x.float())).to(x.dtype)

@@ -17,6 +17,7 @@ and, for methods whose tensors fold into a Linear weight (every adapter so far):
   apply_delta(w, parts, config, sign) -> W'     THE maths: merged (sign +1) / unmerged (-1)
                                                 fp32 weight; the layer's merged_weight() and
                                                 checkpoint.merge both call it
+`reference(model, cfg)`: the policy before training for DPO (adapters/reference.py).
 Flags: `full_model` (the saved file is a whole official model: `--peft none`); `default_lr`
 (the method's --lr_init when none is given: a state wants 1e-2).
 
@@ -34,6 +35,7 @@ from torch import nn
 from ..errors import UserError
 from ..models.schema import layer_of
 from .config import AdapterConfig, parse_layers, parse_targets, positive_int
+from .reference import adapters_off
 
 V7_TARGETS = ("att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value")
 V6_TARGETS = ("att.receptance", "att.key", "att.value", "att.gate", "att.output",
@@ -55,6 +57,9 @@ class PeftMethod:
     full_model: bool = False
     summary: str = ""              # one line for --help and the README table
     default_lr: float | None = None  # --lr_init when not given (None: TrainConfig's default)
+    # (model, cfg) -> adapters.reference.Reference: the policy before training, for preference
+    # objectives (None: the method has none; a Linear method's is its adapters switched off)
+    reference: Callable[..., Any] | None = None
 
 
 # ---------------------------------------------------------------- Linear-wrapping methods
@@ -139,4 +144,5 @@ class LinearMethod:
         keys = {"r": self.default_r, "target_modules": None, "layers": None, **self.keys}
         return PeftMethod(name=self.name, keys=keys, parse=self.parse, inject=self.inject,
                           suffixes=self.suffixes, aliases=self.aliases, fits=self.fits,
-                          apply_delta=self.apply_delta, summary=self.summary)
+                          apply_delta=self.apply_delta, summary=self.summary,
+                          reference=adapters_off)

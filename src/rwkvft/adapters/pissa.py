@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import UserError
 from . import lora
+from .base import fp32_region
 from .config import AdapterConfig, dropout, positive_int
 from .lora import LoraLinear, lora_delta
 from .method import LinearMethod
@@ -62,6 +63,12 @@ class PissaLinear(LoraLinear):
     def original_weight(self) -> torch.Tensor:
         """W in fp32, as it was before the residual split."""
         return self.dequantized_weight().float() + self.lora_B0 @ self.lora_A0
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference policy's layer is the ORIGINAL W = W_res + B0 A0 (not the residual)."""
+        with fp32_region(x):
+            init = (x.float() @ self.lora_A0.t()) @ self.lora_B0.t()
+            return (self.base_forward(x).float() + init).to(x.dtype)
 
     def load_adapter_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         # New initial factors (from a saved run) change the residual: rebuild it from the

@@ -57,6 +57,7 @@ class Plan:
     world: int               # processes in all
     rank0: bool
     val_data: DataConfig | None = None   # --val_file, read like the training data
+    pairs: object = None     # --objective dpo|orpo|simpo: training.preference_run.PreferenceData
 
     @property
     def proj(self) -> Path:
@@ -79,8 +80,10 @@ def plan_run(cfg: TrainConfig) -> Plan:
     data = data_config(cfg)
     val_data = data_config(cfg, cfg.val_file) if cfg.val_file else None
     check_loggers(cfg)
+    from .preference_run import read_preference_data
+    pairs = read_preference_data(cfg, method)  # None for sft; before any model is loaded
     return Plan(cfg, acc, precision, peft, method, data,
-                cfg.devices * cfg.num_nodes, _rank_zero(), val_data)
+                cfg.devices * cfg.num_nodes, _rank_zero(), val_data, pairs)
 
 
 def _rank_zero() -> bool:
@@ -187,6 +190,8 @@ def build_data(plan: Plan, vocab_size: int):
 
     from .validation import build_training_and_validation
     cfg = plan.cfg
+    if plan.pairs is not None:
+        return plan.pairs.datasets(plan, vocab_size)
     dcfg = dataclasses.replace(plan.data, vocab_size=vocab_size)
     val_dcfg = plan.val_data and dataclasses.replace(plan.val_data, vocab_size=vocab_size)
     dataset, val = build_training_and_validation(cfg, dcfg, val_dcfg, plan.world)
@@ -394,12 +399,15 @@ def build_trainer(plan: Plan, model, trainable, dataset, val_samples, saver: Ada
     cfg = plan.cfg
     total, offset = total_optimizer_steps(cfg)
     data = ResumableData(dataset)  # a resume from a mid-epoch save continues the same order
-    module = FineTuneModule(model, trainable, cfg, total, offset, dataset=data)
+    from .preference_run import make_preference_validator, preference_step
+    step = preference_step(plan, model)  # None for sft
+    module = FineTuneModule(model, trainable, cfg, total, offset, dataset=data, preference=step)
     saver.module = module
     metrics = StepMetrics(log, offset, cfg.epoch_begin)
     save_cb = SaveAdapter(saver, log, metrics, lambda: plot_losses(plan.proj),
                           epoch_begin=cfg.epoch_begin, epoch_save=cfg.epoch_save, my_exit=cfg.my_exit)
-    validator = make_validator(cfg, val_samples, saver, log, plan.rank0)
+    validator = (make_preference_validator(cfg, val_samples, step, saver, log, plan.rank0) if step
+                 else make_validator(cfg, val_samples, saver, log, plan.rank0))
     stop = StopRequest()
     events = StepEvents(cfg, log, save_cb, data, offset, validator, stop, budget_steps(cfg, plan.world))
     trainer = L.Trainer(
