@@ -2,7 +2,7 @@
 
 Layers, highest first (an import may only go to the same layer or a lower one, and two units
 of one layer may not import each other):
-    cli > training, bench, config, the rwkvft API (__init__) > formats > adapters, data >
+    cli > training, bench, config, evaluation, the rwkvft API (__init__) > formats > adapters, data >
     models > kernels > utils, errors, foreign_json, jsonfields
 The import graph between modules (function-level imports included) has no circle.
 """
@@ -16,7 +16,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rwkvft"
 
-LAYERS = {"__main__": 7, "cli": 6, "training": 5, "bench": 5, "config": 5, "__init__": 5,
+LAYERS = {"__main__": 7, "cli": 6, "training": 5, "bench": 5, "config": 5, "__init__": 5, "evaluation": 5,
           "formats": 4, "adapters": 3, "data": 3, "models": 2, "kernels": 1, "utils": 0, "errors": 0,
           "foreign_json": 0, "jsonfields": 0}
 
@@ -76,6 +76,16 @@ EDGES = _edges()
 UNITS = sorted({unit(m) for pair in EDGES for m in pair} | {unit(_module_name(p)) for p in SRC.rglob("*.py")})
 
 
+# Pairs main received (h27 preference tuning, h28 lm-eval) before this test reached main; each is
+# a function-level import that h25c's thin CLI / config package / generation.py is to move. Listed
+# here, with the reason, so that no NEW crossing slips in; remove a line when its import moves.
+KNOWN = {
+    ("evaluation", "cli"): "evaluation/scoring.py takes the sampler from cli/generate_cmd (h25c: generation.py)",
+    ("evaluation", "training"): "during_training.py uses training.evaluation; run.py starts the TaskScorer",
+    ("config", "training"): "config.validate_objective reads training.preference's OBJECTIVES / DPO_LOSSES",
+}
+
+
 def test_every_unit_has_a_layer():
     assert [u for u in UNITS if u not in LAYERS] == []
 
@@ -85,7 +95,7 @@ def test_package_pair(pair):
     """Imports from unit a to unit b (any level) only go down, or sideways one way."""
     a, b = pair
     where = [w for (s, t), ws in EDGES.items() if unit(s) == a and unit(t) == b for w in ws]
-    if not where:
+    if not where or (a, b) in KNOWN or (b, a) in KNOWN:
         return
     assert LAYERS[a] >= LAYERS[b], f"{a} (layer {LAYERS[a]}) imports {b} (layer {LAYERS[b]}): {where[:3]}"
     back = [w for (s, t), ws in EDGES.items() if unit(s) == b and unit(t) == a for w in ws]
@@ -127,7 +137,7 @@ def _is_package_init_edge(s: str, t: str) -> bool:
 
 
 def test_no_import_circle_between_modules():
-    edges = [e for e in EDGES if not _is_package_init_edge(*e)]
+    edges = [e for e in EDGES if not _is_package_init_edge(*e) and (unit(e[0]), unit(e[1])) not in KNOWN]
     assert find_cycle(edges) == []
 
 

@@ -116,6 +116,19 @@ class TrainConfig:
     keep_last: int = 0             # keep only the newest K step saves (0 = keep all)
     max_steps: int = 0             # end the run after N optimizer steps (0 = no limit)
     max_tokens: int = 0            # end the run after about N training tokens (0 = no limit)
+    # benchmark tasks at every save (evaluation/during_training.py; needs the eval extra)
+    eval_tasks: str = ""           # lm-eval task names, comma-separated
+    eval_limit: float = 0.0        # documents per task (0 = all)
+    eval_include_path: str = ""    # folder of the user's own task YAMLs
+    best_metric: str = ""          # TASK/METRIC that --save_best keeps the best of (default: val loss)
+    # preference tuning (training/preference.py, data/preference.py)
+    objective: str = "sft"         # sft | dpo | orpo | simpo
+    beta: float = -1.0             # -1 = the objective's usual value (DPO 0.1, SimPO 2.0)
+    dpo_loss: str = "sigmoid"      # sigmoid | hinge | ipo | robust
+    label_smoothing: float = 0.0   # robust DPO and SimPO: the assumed share of flipped labels
+    simpo_gamma: float = 0.5       # SimPO's target reward margin
+    orpo_lambda: float = 0.1       # ORPO's weight of the odds-ratio term
+    sft_weight: float = 0.0        # add this x the chosen answers' cross-entropy (RPO style)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -217,6 +230,12 @@ RANGES: dict[str, Range] = {
     "keep_last": Range(0, hint="0 = keep every step save"),
     "max_steps": Range(0, hint="0 = no limit"),
     "max_tokens": Range(0, hint="0 = no limit"),
+    "eval_limit": Range(0, hint="documents per task; 0 = the whole task"),
+    "beta": Range(0, lo_open=True, also=(-1,), hint="-1 = the objective's usual value (DPO 0.1, SimPO 2.0)"),
+    "label_smoothing": Range(0, 0.5, hi_open=True, hint="0 = trust every label"),
+    "simpo_gamma": Range(0, hint="0.5 is TRL's default"),
+    "orpo_lambda": Range(0, lo_open=True, hint="0.1 is TRL's default"),
+    "sft_weight": Range(0, hint="0 = off"),
 }
 
 
@@ -312,6 +331,18 @@ HELP = {
     "keep_last": "keep only the newest K step saves (epoch saves and rwkv-best are never deleted; 0 = all)",
     "max_steps": "end the run after N optimizer steps (saved and resumable; 0 = no limit)",
     "max_tokens": "end the run after this many training tokens (samples x ctx_len; 0 = no limit)",
+    "eval_tasks": "lm-eval task names (comma-separated): score every saved adapter, logged in loss.jsonl and loss.png (pip install 'rwkvft[eval]')",
+    "eval_limit": "documents per task for --eval_tasks (0 = the whole task)",
+    "eval_include_path": "folder of your own lm-eval task YAMLs for --eval_tasks",
+    "best_metric": "with --save_best: keep the adapter with the best TASK/METRIC of --eval_tasks (e.g. hellaswag/acc_norm) instead of the lowest val loss",
+    "objective": "sft (default: next-token loss) or a preference objective on prompt/chosen/rejected "
+                 "pairs: dpo, orpo, simpo (README \"Preference tuning\")",
+    "beta": "DPO/SimPO temperature (-1 = the objective's usual value: DPO 0.1, SimPO 2.0)",
+    "dpo_loss": "DPO variant: sigmoid (DPO), hinge, ipo, robust (with --label_smoothing)",
+    "label_smoothing": "robust DPO / SimPO: the assumed fraction of flipped preference labels, [0, 0.5)",
+    "simpo_gamma": "SimPO's target reward margin gamma",
+    "orpo_lambda": "ORPO's weight of the odds-ratio term (its NLL term has weight 1)",
+    "sft_weight": "add this x the chosen answers' cross-entropy to a preference loss (RPO / CPO-SimPO)",
 }
 
 
@@ -446,14 +477,34 @@ def validate(cfg: TrainConfig) -> None:
         bad("--resume continues from last.ckpt, --adapter_init starts a new run from an adapter; pick one")
     _validate_evaluation(cfg, bad)
     validate_infctx(cfg)
+    validate_objective(cfg)
+
+
+def validate_objective(cfg) -> None:
+    """--objective and its hyperparameters (ranges are in RANGES)."""
+    from .training.preference import DPO_LOSSES, OBJECTIVES
+    if cfg.objective not in OBJECTIVES:
+        raise UserError(f"--objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}")
+    if cfg.dpo_loss not in DPO_LOSSES:
+        raise UserError(f"--dpo_loss {cfg.dpo_loss!r} is not one of {', '.join(DPO_LOSSES)}")
+    if cfg.objective == "sft":
+        return
+    if cfg.train_type == "infctx":
+        raise UserError(f"--objective {cfg.objective} runs each pair in one pass; drop --train_type "
+                        f"infctx (pairs longer than --ctx_len are truncated)")
+    if cfg.label_smoothing and not (cfg.objective == "simpo" or cfg.dpo_loss == "robust"):
+        raise UserError("--label_smoothing is used by --dpo_loss robust and --objective simpo only")
 
 
 def _validate_evaluation(cfg: TrainConfig, bad) -> None:
     """How the validation / step-save / budget flags fit together (their ranges are in RANGES)."""
     if cfg.val_split and cfg.val_file:
         bad("--val_file and --val_split both choose the validation data; give one")
-    if (cfg.val_every or cfg.save_best) and not (cfg.val_file or cfg.val_split):
-        bad("--val_every / --save_best need validation data: add --val_file PATH or --val_split 0.05")
+    if (cfg.val_every or (cfg.save_best and not cfg.best_metric)) and not (cfg.val_file or cfg.val_split):
+        bad("--val_every / --save_best need validation data: add --val_file PATH or --val_split 0.05 "
+            "(or --save_best --best_metric TASK/METRIC with --eval_tasks)")
+    from .evaluation.during_training import check_flags
+    check_flags(cfg, bad)
     if cfg.keep_last and not cfg.save_every_steps:
         bad("--keep_last prunes step saves: add --save_every_steps N")
 

@@ -26,8 +26,8 @@ class AdaptedLinear(nn.Module):
     adapter_param_names: tuple[str, ...] = ()
     # Extra tensors that go into the adapter file but are not trained (PiSSA's A0/B0).
     adapter_extra_names: tuple[str, ...] = ()
-    # False inside PeftMethod.adapter_off: forward computes the reference (base) output.
-    adapter_enabled: bool = True
+    # True inside adapters.reference.layers_in_reference_mode: forward = reference_forward
+    reference_mode: bool = False
 
     def __init__(self, base: nn.Linear):
         super().__init__()
@@ -53,18 +53,19 @@ class AdaptedLinear(nn.Module):
         with torch.no_grad():
             self.weight.copy_(w.to(self.weight.dtype))
 
-    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer with its adapter off: the base model's layer (PiSSA: its ORIGINAL W)."""
-        return self.base_forward(x)
-
     # ---- adapter path (subclasses) ----
     def adapter_forward(self, x32: torch.Tensor) -> torch.Tensor:
         """Adapter term for fp32 input, in fp32 whatever dtype the parameters are in (read
         them as `p.float()`); added to base_forward's output."""
         raise NotImplementedError
 
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer of the reference policy (preference tuning): the frozen base, adapter off.
+        PiSSA overrides it: its frozen base is a residual, its reference the original weight."""
+        return self.base_forward(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.adapter_enabled:
+        if self.reference_mode:
             return self.reference_forward(x)
         y = self.base_forward(x)
         with fp32_region(x):

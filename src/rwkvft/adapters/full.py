@@ -5,11 +5,15 @@ RWKV Runner and Ai00 load as they load the base, and which `rwkvft merge` passes
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+
 from torch import nn
 
 from ..models.schema import LAYER0_UNUSED
 from .config import AdapterConfig
 from .method import PeftMethod
+from .reference import Reference
 
 # AdamW keeps two fp32 moments per parameter beside the fp32 weight and its gradient.
 BYTES_PER_PARAM = 16
@@ -25,6 +29,13 @@ def inject(model: nn.Module, cfg: AdapterConfig) -> list[str]:
     return [n for n, _ in model.named_parameters() if not LAYER0_UNUSED.search(n)]
 
 
+def reference(model: nn.Module, cfg=None) -> Reference:
+    """Full fine-tuning changes every weight, so the reference policy is a frozen copy of the
+    model as it is now (before training): one more model's worth of memory."""
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    return Reference(frozen, contextlib.nullcontext)
+
+
 def memory_note(n_params: int, strategy: str) -> str:
     """The GPU warning: what full fine-tuning needs beyond the model, and how to fit it."""
     gib = n_params * BYTES_PER_PARAM / 2**30
@@ -36,7 +47,7 @@ def memory_note(n_params: int, strategy: str) -> str:
             f"unsharded copy{where}")
 
 
-METHOD = PeftMethod(name="none", keys={}, parse=parse, inject=inject, full_model=True,
+METHOD = PeftMethod(name="none", keys={}, parse=parse, inject=inject, full_model=True, reference=reference,
                     cannot="a full fine-tune is a whole model, not an adapter: write it with "
                            "rwkvft merge (--format pth / st) or export --format hf",
                     summary="full fine-tuning: every parameter trains; saves a whole model")

@@ -17,6 +17,7 @@ and, for methods whose tensors fold into a Linear weight (every adapter so far):
   apply_delta(w, parts, config, sign) -> W'     THE maths: merged (sign +1) / unmerged (-1)
                                                 fp32 weight; the layer's merged_weight() and
                                                 adapters.merge both call it
+`reference(model, cfg)`: the policy before training for DPO (adapters/reference.py).
 Flags: `full_model` (the saved file is a whole official model: `--peft none`); `default_lr`
 (the method's --lr_init when none is given: a state wants 1e-2).
 
@@ -43,7 +44,6 @@ layers (layer selection, HF peft's `layers_to_transform`).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -52,6 +52,7 @@ from torch import nn
 from ..errors import UserError
 from ..models.schema import layer_of
 from .config import AdapterConfig, parse_layers, parse_targets, positive_int
+from .reference import adapters_off, layers_in_reference_mode
 
 V7_TARGETS = ("att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value")
 V6_TARGETS = ("att.receptance", "att.key", "att.value", "att.gate", "att.output",
@@ -81,7 +82,11 @@ class PeftMethod:
     carries_state: bool = False
     merge: Callable[..., dict] | None = None
     check_merged: Callable[[str], None] | None = None
-    reference: Callable[[nn.Module], Any] | None = None
+    # (model, cfg) -> adapters.reference.Reference: the policy before training, for preference
+    # objectives (None: the method has none; a Linear method's is its adapters switched off)
+    reference: Callable[..., Any] | None = None
+    # model -> context manager inside which the adapted model computes the BASE model (adapter_off)
+    switch_off: Callable[[nn.Module], Any] | None = None
     cannot: str = ""
 
     @property
@@ -105,10 +110,10 @@ class PeftMethod:
 
     def adapter_off(self, model: nn.Module):
         """Context manager: the adapted `model` computes the base model's output inside it."""
-        if self.reference is None:
+        if self.switch_off is None:
             raise UserError(f"a {self.name} model has no adapter to switch off ({self.why_not()}); "
                             f"load the base model as the reference instead")
-        return self.reference(model)
+        return self.switch_off(model)
 
 
 # ---------------------------------------------------------------- Linear-wrapping methods
@@ -157,22 +162,6 @@ def _select_layers(model: nn.Module, names: list[str], layers: list[int] | None)
 def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
-@contextlib.contextmanager
-def linears_off(model: nn.Module):
-    """`reference` of Linear-wrapping methods: every AdaptedLinear computes its reference
-    (base) output (AdaptedLinear.reference_forward) until the block ends."""
-    from .base import AdaptedLinear
-    layers = [m for m in model.modules() if isinstance(m, AdaptedLinear)]
-    before = [m.adapter_enabled for m in layers]
-    for m in layers:
-        m.adapter_enabled = False
-    try:
-        yield model
-    finally:
-        for m, on in zip(layers, before):
-            m.adapter_enabled = on
 
 
 def peft_lora(low_rank: Callable[..., Any]):
@@ -237,5 +226,6 @@ class LinearMethod:
                           suffixes=self.suffixes, aliases=self.aliases, fits=self.fits,
                           apply_delta=self.apply_delta, summary=self.summary, label=self.label,
                           low_rank=self.low_rank, low_rank_kind=self.low_rank_kind,
-                          hf_peft=self.hf_peft, alpha_key=self.alpha_key, reference=linears_off,
+                          hf_peft=self.hf_peft, alpha_key=self.alpha_key, reference=adapters_off,
+                          switch_off=layers_in_reference_mode,
                           cannot=self.cannot)

@@ -119,7 +119,7 @@ class MissLinear(AdaptedLinear):
         return s @ effective_d(self.miss.float(), self.mode, self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode not in ("bat", "bat_in") or not self.adapter_enabled:
+        if self.mode not in ("bat", "bat_in") or self.reference_mode:
             return super().forward(x)
         # Bat: the update depends on W, so materialise W' (from the dequantized base) in fp32.
         with fp32_region(x):

@@ -12,11 +12,11 @@ randomized: it draws from torch's global RNG, so seed torch for reproducible fac
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
 from . import lora
+from .base import fp32_region
 from .config import AdapterConfig, dropout, positive_int
 from .lora import LoraLinear, lora_delta
 from .method import LinearMethod, peft_lora
@@ -64,6 +64,12 @@ class PissaLinear(LoraLinear):
         """W in fp32, as it was before the residual split."""
         return self.dequantized_weight().float() + self.lora_B0 @ self.lora_A0
 
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference policy's layer is the ORIGINAL W = W_res + B0 A0 (not the residual)."""
+        with fp32_region(x):
+            init = (x.float() @ self.lora_A0.t()) @ self.lora_B0.t()
+            return (self.base_forward(x).float() + init).to(x.dtype)
+
     def load_adapter_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         # New initial factors (from a saved run) change the residual: rebuild it from the
         # original W so that W_res = W - B0 A0 matches the run that trained the adapter.
@@ -73,11 +79,6 @@ class PissaLinear(LoraLinear):
             b0 = tensors.get("lora_B0", self.lora_B0).float()
             self.set_frozen_weight(w - b0 @ a0)
         super().load_adapter_tensors(tensors)
-
-    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the reference is the ORIGINAL base W, not the residual W - B0 A0 this layer keeps
-        w = self.original_weight().to(x.dtype)
-        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
     def merged_weight(self, sign: int = 1) -> torch.Tensor:
         parts = {"lora_A": self.lora_A.detach(), "lora_B": self.lora_B.detach(),

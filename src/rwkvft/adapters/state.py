@@ -22,6 +22,7 @@ from ..errors import UserError
 from .base import AdaptedLinear
 from .config import AdapterConfig
 from .method import DEFAULT_TARGETS, PeftMethod, _matches, _set_child
+from .reference import Reference
 
 INITS = ("zero", "base")
 # AdamW on a state: see README "State tuning" and docs/benchmarks.md for the experiment
@@ -84,6 +85,29 @@ def inject_state(model: nn.Module, cfg: AdapterConfig) -> list[str]:
     return set_time_state(model, initial_states(model, cfg), trainable=True)
 
 
+def reference(model: nn.Module, cfg=None) -> Reference:
+    """The reference policy (preference tuning): the same model starting from the states it had
+    when this was called (zeros for init "zero", the prompted state for "base"), i.e. before
+    training. The trained parameters are swapped out, never written: writing them in place would
+    invalidate the policy forward's autograd graph (and the optimizer keeps its hold on them)."""
+    start = [nn.Parameter(b.att.time_state.detach().clone(), requires_grad=False) for b in model.blocks]
+
+    @contextlib.contextmanager
+    def active():
+        atts = [b.att for b in model.blocks]
+        trained = [a._parameters["time_state"] for a in atts]
+        try:
+            for a, s in zip(atts, start):
+                a._parameters["time_state"] = s if s.device == trained[0].device else \
+                    nn.Parameter(s.detach().to(trained[0].device), requires_grad=False)
+            yield
+        finally:
+            for a, t in zip(atts, trained):
+                a._parameters["time_state"] = t
+
+    return Reference(model, active)
+
+
 class FrozenLinear(AdaptedLinear):
     """A frozen Linear with no adapter, so --quant can store the base of a state-tuned model
     quantized (adapters.quant quantizes AdaptedLinear bases)."""
@@ -143,7 +167,7 @@ def state_off(model: nn.Module):
 METHOD = PeftMethod(name="state", keys={"init": "zero", "prompt": None, "prompt_tokens": None},
                     parse=parse_state_config, inject=inject_state, suffixes=("time_state",),
                     default_lr=DEFAULT_LR, carries_state=True, merge=merge_state_adapter,
-                    check_merged=refuse_baked_x070, reference=state_off,
+                    check_merged=refuse_baked_x070, reference=reference, switch_off=state_off,
                     cannot="a state adapter holds an initial WKV state, not a weight update: "
                            "export it with --format runner-state or ai00-state",
                     summary="state tuning: a trainable initial WKV state per layer, nothing else")

@@ -30,13 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", default=None,
                         help="initial state every sequence starts from: a state adapter rwkv-N.pth, an RWKV "
                              "Runner / RWKV-PEFT state .pth or an Ai00 .state")
-    parser.add_argument("--data_file", required=True, help="data to score, any --data_type training reads")
+    parser.add_argument("--data_file", default=None,
+                        help="data to score, any --data_type training reads (or use --tasks)")
+    from ..evaluation.command import add_task_arguments
+    add_task_arguments(parser)
     parser.add_argument("--compare", action="store_true",
                         help="score --model alone and with --adapter/--state (or --base against "
                              "--model, e.g. a merged model), side by side")
     parser.add_argument("--base", default=None,
                         help="with --compare: the base checkpoint to score against --model "
                              "(for a merged model)")
+    parser.add_argument("--pairs", action="store_true",
+                        help="--data_file holds preference pairs (prompt/chosen/rejected): print each "
+                             "model's ranking accuracy and margin, and with --compare DPO's reward "
+                             "accuracy and margin of the adapter against the base")
+    parser.add_argument("--beta", type=float, default=0.1, help="with --pairs: DPO's beta for the rewards")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (loss, ppl, tokens, ...) instead of text")
     parser.add_argument("--train_config", default=None, metavar="FILE",
@@ -130,7 +138,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--compare needs --adapter (or --state), or --base for a merged --model")
     if args.base is not None and not args.compare:
         raise UserError("--base is the other side of --compare; add --compare")
+    if args.tasks is not None:  # benchmark tasks through lm-evaluation-harness
+        from ..evaluation.command import run_task_eval
+        return run_task_eval(args)
+    if args.data_file is None:
+        raise UserError("eval needs --data_file (loss on your data) or --tasks (benchmark scores)")
     cfg = eval_config(args)
+    if args.pairs:
+        return _run_pairs(args, cfg)
     base_sd = read_state_dict(args.model)
     check_finite_base(base_sd, args.model)  # train's check: a damaged file, not a NaN loss
     mcfg = infer_config(base_sd)
@@ -153,6 +168,36 @@ def run(args: argparse.Namespace) -> int:
         results[label] = EvalResult(float(s), int(round(float(c))), time.perf_counter() - t0)
         del model
     _print(args, cfg, dcfg, len(samples), results)
+    return 0
+
+
+def _run_pairs(args, cfg) -> int:
+    """--pairs: training/preference_eval.py does the scoring."""
+    import torch
+
+    from ..formats import read_state_dict
+    from ..data.formats import Roles
+    from ..training.preference_eval import score_file
+    if not args.beta > 0:
+        raise UserError(f"--beta must be positive, got {args.beta}")
+    models = _models(args, read_state_dict(args.model))
+    for _, m in models:
+        m.set_runtime(op=args.op)
+    res = score_file(models, args.data_file, cfg.ctx_len, cfg.micro_bsz, torch.device(args.device),
+                     Roles(cfg.user_role, cfg.assistant_role, cfg.system_role), args.beta,
+                     cfg.max_bad_fraction, cfg.head_chunk)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"preference pairs: {args.data_file}: {res['data']}")
+    print(f"{'':10s}{'accuracy':>10s}{'margin':>12s}")
+    for label in ("base", "adapted"):
+        if label in res:
+            print(f"{label:10s}{res[label]['accuracy']:10.3f}{res[label]['margin']:12.4f}")
+    if "rewards" in res:
+        r = res["rewards"]
+        print(f"DPO rewards (beta {r['beta']:g}): accuracy {r['rewards/accuracies']:.3f}, "
+              f"margin {r['rewards/margins']:.4f}")
     return 0
 
 

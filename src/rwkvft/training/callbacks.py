@@ -48,6 +48,7 @@ class StepMetrics(L.Callback):
         self._t_epoch = None
         self._acc_losses: list[float] = []
         self._acc_counts = [0, 0]   # real tokens, positions (this rank, since the last step)
+        self._acc_metrics: list[dict] = []  # preference metrics of the step's micro-batches
         self._last_step = -1
 
     def on_train_start(self, trainer, pl_module):
@@ -62,6 +63,8 @@ class StepMetrics(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self._acc_losses.append(float(loss.detach()))
+        if isinstance(outputs, dict) and outputs.get("metrics"):
+            self._acc_metrics.append(outputs["metrics"])
         positions = batch["input_ids"].numel()
         self._acc_counts[0] += int(batch["real_tokens"]) if "real_tokens" in batch else positions
         self._acc_counts[1] += positions
@@ -76,15 +79,19 @@ class StepMetrics(L.Callback):
         self.tokens += real
         self._epoch_counts = [self._epoch_counts[0] + real, self._epoch_counts[1] + positions]
         tps = real / dt
-        self._acc_losses, self._acc_counts = [], [0, 0]
+        extra = _mean_over_ranks(trainer, pl_module, self._acc_metrics)
+        self._acc_losses, self._acc_counts, self._acc_metrics = [], [0, 0], []
         self.epoch_losses.append(step_loss)
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         pl_module.log("lr", lr, prog_bar=True, on_step=True, batch_size=1)
         pl_module.log("kt/s", tps / 1000, prog_bar=True, on_step=True, batch_size=1)
+        for k, v in extra.items():  # TensorBoard / wandb (not the bar: the module shows a subset)
+            pl_module.log(k, v, prog_bar=False, on_step=True, batch_size=1)
         self.runlog.record({"step": trainer.global_step + self.step_offset,
                          "epoch": self.epoch_begin + trainer.current_epoch,
                          "loss": step_loss, "lr": lr, "tokens": self.tokens,
-                         "tokens_per_s": round(tps, 1), "padding": round(1 - real / max(positions, 1), 4)})
+                         "tokens_per_s": round(tps, 1), "padding": round(1 - real / max(positions, 1), 4),
+                         **extra})
 
     # Saved in last.ckpt, so a resumed run's loss.jsonl carries on counting tokens.
     def state_dict(self) -> dict:
@@ -99,6 +106,18 @@ class StepMetrics(L.Callback):
         real, positions = self._epoch_counts
         return {"loss": mean, "tokens": real, "seconds": elapsed,
                 "tokens_per_s": real / max(elapsed, 1e-9), "padding": 1 - real / max(positions, 1)}
+
+
+def _mean_over_ranks(trainer, pl_module, rows: list[dict]) -> dict:
+    """Each metric's mean over the step's micro-batches and (DDP) over the ranks: every rank has
+    the same number of equal-sized micro-batches, so this is the mean over all pairs."""
+    if not rows:
+        return {}
+    keys = sorted(rows[0])
+    local = torch.tensor([[r[k] for k in keys] for r in rows], dtype=torch.float64).mean(0)
+    if trainer.world_size > 1:
+        local = trainer.strategy.reduce(local.to(pl_module.device), reduce_op="mean").cpu()
+    return {k: float(v) for k, v in zip(keys, local)}
 
 
 def _sum_over_ranks(trainer, pl_module, counts: list[int]) -> tuple[int, int]:
@@ -194,6 +213,7 @@ def plot_losses(proj_dir: Path) -> None:
         except json.JSONDecodeError:
             continue
     val = [r for r in rows if r.get("kind") == "val"]
+    tasks = [r for r in rows if r.get("kind") == "tasks"]
     rows = [r for r in rows if r.get("kind", "train") == "train"]
     if not rows:
         return
@@ -212,15 +232,45 @@ def plot_losses(proj_dir: Path) -> None:
     if val:  # the validation curve (--val_file / --val_split)
         ax.plot([r["step"] for r in val], [r["loss"] for r in val], color="#d9480f", marker="o",
                 markersize=3.5, linewidth=1.5, label="validation loss")
+    if tasks:
+        _plot_task_scores(ax, tasks)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(f"{Path(proj_dir).name}: training loss" + (" and validation loss" if val else ""))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left")
+    _plot_preference_accuracy(ax, rows, val)
     fig.tight_layout()
     with atomic_path(Path(proj_dir) / "loss.png") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def _plot_task_scores(ax, rows: list[dict]) -> None:
+    """--eval_tasks scores of each save, on a second axis (scores, not losses)."""
+    twin = ax.twinx()
+    for key in sorted({k for r in rows for k in r.get("scores", {})}):
+        pts = [(r["step"], r["scores"][key]) for r in rows if key in r.get("scores", {})]
+        twin.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", markersize=3.5,
+                  linewidth=1.2, linestyle="--", label=key)
+    twin.set_ylabel("task score")
+    twin.legend(loc="upper right", fontsize=8)
+
+
+def _plot_preference_accuracy(ax, rows: list[dict], val: list[dict]) -> None:
+    """Preference runs: rewards/accuracies (train, and validation) on a second axis."""
+    key = "rewards/accuracies"
+    if not any(key in r for r in rows):
+        return
+    acc = ax.twinx()
+    acc.set_ylim(0, 1.02)
+    acc.set_ylabel("preference accuracy")
+    acc.plot([r["step"] for r in rows if key in r], [r[key] for r in rows if key in r],
+             color="#2b8a3e", linewidth=0.8, alpha=0.7, label="accuracy")
+    if any(key in r for r in val):
+        acc.plot([r["step"] for r in val if key in r], [r[key] for r in val if key in r],
+                 color="#5c940d", marker="s", markersize=3.5, linewidth=1.5, label="validation accuracy")
+    acc.legend(loc="upper right")
 
 
 def truncate_loss_log(proj_dir: Path, last_step: int) -> int:

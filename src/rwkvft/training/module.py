@@ -28,7 +28,7 @@ class FineTuneModule(L.LightningModule):
     """
 
     def __init__(self, model, trainable: list[str], cfg, total_steps: int, step_offset: int,
-                 dataset=None):
+                 dataset=None, preference=None):
         super().__init__()
         self.model = model
         self.trainable = list(trainable)
@@ -37,6 +37,8 @@ class FineTuneModule(L.LightningModule):
         self.step_offset = step_offset
         self.strict_loading = False
         self.dataset = dataset  # its epoch is advanced at each epoch start
+        # training.preference_step.PreferenceStep for --objective dpo|orpo|simpo (None: SFT)
+        self.preference = preference
 
     # ----- training -----
     def on_train_epoch_start(self):
@@ -44,14 +46,23 @@ class FineTuneModule(L.LightningModule):
             self.dataset.set_epoch(self.cfg.epoch_begin + self.current_epoch)
 
     def training_step(self, batch, batch_idx):
-        loss = batch_loss(self.model, batch["input_ids"], batch["targets"], batch["mask"],
-                          chunk=self.cfg.head_chunk, chunk_ctx=chunk_len(self.cfg),
-                          bptt=self.cfg.infctx_bptt)
+        metrics = None
+        if self.preference is not None:
+            loss, metrics = self.preference(self.model, batch)
+        else:
+            loss = batch_loss(self.model, batch["input_ids"], batch["targets"], batch["mask"],
+                              chunk=self.cfg.head_chunk, chunk_ctx=chunk_len(self.cfg),
+                              bptt=self.cfg.infctx_bptt)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(self.global_step, self.cfg.epoch_begin + self.current_epoch,
                                 float(loss.detach()))
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
-        return loss
+        if metrics is None:
+            return loss
+        # the bar shows a short subset; StepMetrics writes every metric to loss.jsonl and loggers
+        self.log("acc", metrics["rewards/accuracies"], prog_bar=True, on_step=True, batch_size=1)
+        self.log("margin", metrics["rewards/margins"], prog_bar=True, on_step=True, batch_size=1)
+        return {"loss": loss, "metrics": metrics}
 
     def configure_optimizers(self):
         cfg = self.cfg

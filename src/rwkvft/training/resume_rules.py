@@ -13,6 +13,9 @@ from pathlib import Path
 
 # flag -> why it must match
 MUST_MATCH = {
+    "objective": "the preference objective", "beta": "the objective's temperature",
+    "dpo_loss": "the DPO variant", "label_smoothing": "the preference loss",
+    "simpo_gamma": "the SimPO margin", "orpo_lambda": "the ORPO weight", "sft_weight": "the loss",
     "load_model": "the base model being adapted",
     "peft": "the method", "peft_config": "the adapter's shape and options",
     "train_parts": "which full tensors train", "quant": "the frozen base weights (quantised)",
@@ -61,6 +64,8 @@ SAFE = {
     "dist_timeout": "how long to wait for other nodes",
     "val_file": "what is measured, not trained", "val_every": "how often it is measured",
     "sample_prompts": "what is shown at saves", "sample_tokens": "what is shown at saves",
+    "eval_tasks": "what is measured at saves", "eval_limit": "what is measured at saves",
+    "eval_include_path": "what is measured at saves", "best_metric": "which save is kept",
     "wandb": "logging", "tensorboard": "logging", "progress": "the progress bar",
     "resume": "the mode itself", "overwrite": "the mode itself",
 }

@@ -57,6 +57,7 @@ class Plan:
     world: int               # processes in all
     rank0: bool
     val_data: DataConfig | None = None   # --val_file, read like the training data
+    pairs: object = None     # --objective dpo|orpo|simpo: training.preference_run.PreferenceData
 
     @property
     def proj(self) -> Path:
@@ -79,8 +80,10 @@ def plan_run(cfg: TrainConfig) -> Plan:
     data = data_config(cfg)
     val_data = data_config(cfg, cfg.val_file) if cfg.val_file else None
     check_loggers(cfg)
+    from .preference_run import read_preference_data
+    pairs = read_preference_data(cfg, method)  # None for sft; before any model is loaded
     return Plan(cfg, acc, precision, peft, method, data,
-                cfg.devices * cfg.num_nodes, _rank_zero(), val_data)
+                cfg.devices * cfg.num_nodes, _rank_zero(), val_data, pairs)
 
 
 def _rank_zero() -> bool:
@@ -187,6 +190,8 @@ def build_data(plan: Plan, vocab_size: int):
 
     from .validation import build_training_and_validation
     cfg = plan.cfg
+    if plan.pairs is not None:
+        return plan.pairs.datasets(plan, vocab_size)
     dcfg = dataclasses.replace(plan.data, vocab_size=vocab_size)
     val_dcfg = plan.val_data and dataclasses.replace(plan.val_data, vocab_size=vocab_size)
     dataset, val = build_training_and_validation(cfg, dcfg, val_dcfg, plan.world)
@@ -256,6 +261,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     dataset, val_samples = build_data(plan, mcfg.vocab_size)
     saver = AdapterSaver(plan, model, trainable, fingerprint_of(base_sd), log,
                          sample_writer(cfg, mcfg.vocab_size))
+    saver.task_scorer = task_scorer(cfg, log, plan.rank0)
     steps = build_trainer(plan, model, trainable, dataset, val_samples, saver, log)
     if plan.rank0:
         _write_run_header(plan, log, mcfg, model, trainable, op, [dataset.summary(), quant_note, init_note])
@@ -300,6 +306,7 @@ class AdapterSaver:
         self.sampler = sampler              # --sample_prompts: continuations at every save
         self.samples: list = []
         self.module = None                  # the FineTuneModule, once built (for the samples)
+        self.task_scorer = None             # --eval_tasks: evaluation.during_training.TaskScorer
 
     def tensors(self) -> dict:
         """The tensors to save. Under ZeRO-3 the caller gathers them first (ds.full_params):
@@ -333,6 +340,10 @@ class AdapterSaver:
         self.log.line(f"saved {path}")
         if self.sampler is not None and self.module is not None:
             self._write_samples(path)
+        if self.task_scorer is not None and self.module is not None:   # --eval_tasks
+            m = self.module
+            self.task_scorer(self.model, path, m.global_step + m.step_offset, m.current_epoch, m.device,
+                             m.trainer.precision_plugin.forward_context, lambda: self("best", track=False))
         return path
 
     def _write_samples(self, path: Path) -> None:
@@ -358,6 +369,17 @@ def sample_writer(cfg: TrainConfig, vocab_size: int):
     return writer
 
 
+def task_scorer(cfg: TrainConfig, log: RunLog, rank0: bool):
+    """--eval_tasks: the scorer of each saved adapter (None without the flag, and off rank 0);
+    the task names are checked now, before any training."""
+    if not cfg.eval_tasks or not rank0:
+        return None
+    from ..evaluation.during_training import TaskScorer
+    scorer = TaskScorer(cfg, log)
+    scorer.check()
+    return scorer
+
+
 @dataclass
 class TrainerParts:
     """What build_trainer makes and fit/finish use."""
@@ -377,12 +399,15 @@ def build_trainer(plan: Plan, model, trainable, dataset, val_samples, saver: Ada
     cfg = plan.cfg
     total, offset = total_optimizer_steps(cfg)
     data = ResumableData(dataset)  # a resume from a mid-epoch save continues the same order
-    module = FineTuneModule(model, trainable, cfg, total, offset, dataset=data)
+    from .preference_run import make_preference_validator, preference_step
+    step = preference_step(plan, model)  # None for sft
+    module = FineTuneModule(model, trainable, cfg, total, offset, dataset=data, preference=step)
     saver.module = module
     metrics = StepMetrics(log, offset, cfg.epoch_begin)
     save_cb = SaveAdapter(saver, log, metrics, lambda: plot_losses(plan.proj),
                           epoch_begin=cfg.epoch_begin, epoch_save=cfg.epoch_save, my_exit=cfg.my_exit)
-    validator = make_validator(cfg, val_samples, saver, log, plan.rank0)
+    validator = (make_preference_validator(cfg, val_samples, step, saver, log, plan.rank0) if step
+                 else make_validator(cfg, val_samples, saver, log, plan.rank0))
     stop = StopRequest()
     events = StepEvents(cfg, log, save_cb, data, offset, validator, stop, budget_steps(cfg, plan.world))
     trainer = L.Trainer(
@@ -404,7 +429,7 @@ def make_validator(cfg: TrainConfig, val_samples, saver: AdapterSaver, log: RunL
     if val_samples is None:
         return None
     from .validation import Validator
-    best = (lambda: saver("best", track=False)) if cfg.save_best else None
+    best = (lambda: saver("best", track=False)) if cfg.save_best and not cfg.best_metric else None
     if rank0:
         log.line(f"validation: {len(val_samples)} samples from "
                  f"{cfg.val_file or f'--val_split {cfg.val_split}'}")
