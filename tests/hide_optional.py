@@ -8,7 +8,8 @@ import importlib.machinery
 # optional packages not in the device image (docs/gpu.md "Running the GPU check"; it has peft,
 # pyarrow, hypothesis, transformers and triton). pyrwkv-tokenizer is missing there too, but it
 # is a core dependency: gpu_check.sh installs it from the carried wheels.
-HIDDEN = {"rwkv7_hf", "fla", "bitsandbytes", "deepspeed", "rwkv", "pydantic", "hjson"}
+HIDDEN = {"rwkv7_hf", "fla", "bitsandbytes", "deepspeed", "rwkv", "pydantic", "hjson", "lm_eval", "trl",
+          "datasets"}
 _find_spec = importlib.machinery.PathFinder.find_spec.__func__
 
 

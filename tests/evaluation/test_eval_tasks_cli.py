@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("lm_eval")  # the eval extra; in [test], so CI has it (tests/test_gpu_collection.py)
+
 from eval_helpers import MC_DOCS, write_tasks
 from rwkvft.cli import main
 

