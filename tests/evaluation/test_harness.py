@@ -159,7 +159,7 @@ def test_generation_stop_strings_max_tokens_sampling_and_batching(world_model):
     short = Scorer(model, "cpu").generate(prompts, [dict(greedy, max_tokens=4)] * 3, tok.decode)
     assert short == [tok.decode(greedy_text(model, tok, p, 4)) for p in prompts]
     # sampled: the same draws as the sampler of `rwkvft generate`, step by step on re-read logits
-    from rwkvft.cli.generate_cmd import sample
+    from rwkvft.generation import sample
     sampled = dict(greedy, temperature=1.0, top_p=0.9, seed=7, max_tokens=8)
     got = Scorer(model, "cpu", batch_size=2).generate(prompts, [sampled] * 3, tok.decode)
     for p, text in zip(prompts, got):

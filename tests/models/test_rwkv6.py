@@ -14,7 +14,7 @@ from rwkvft.adapters import adapter_state_dict, inject, parse_peft
 from rwkvft.formats import load_model, merge_state_dict, read_state_dict, write_state_dict
 from rwkvft.models.schema import check_against, infer_config, official_shapes
 from rwkvft.cli import main
-from rwkvft.cli.generate_cmd import stream_tokens
+from rwkvft.generation import stream_tokens
 from rwkvft.data.tokenizer import WorldTokenizer
 from rwkvft.errors import UserError
 from rwkvft.models import model_from_state_dict

@@ -123,7 +123,7 @@ def _print_epochs(result) -> None:
 def _generate(model_path: Path, prompt: str, seed: int) -> None:
     from ..data.tokenizer import WorldTokenizer
     from ..formats import load_model
-    from .generate_cmd import stream_tokens
+    from ..generation import stream_tokens
 
     tok = WorldTokenizer()
     model = load_model(model_path)

@@ -194,7 +194,7 @@ class Scorer:
         return out
 
     def _generate_batch(self, prompts, settings, decode) -> list[str]:
-        from ..cli.generate_cmd import sample  # the sampler `rwkvft generate` uses
+        from ..generation import sample  # the sampler `rwkvft generate` uses
         lasts, states = [], []
         for p in prompts:
             last, state = self._run(torch.tensor([p], device=self.device), positions=slice(-1, None))
