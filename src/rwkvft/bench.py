@@ -52,6 +52,7 @@ class BenchConfig:
     precision: str = ""            # "" = bf16 on GPU, fp32 on CPU
     quant: str = "none"
     grad_cp: int = 0
+    compile: int = 0               # 1 = torch.compile each block (models/compile.py)
     train_type: str = "none"       # none | infctx (chunks of chunk_ctx tokens carrying the state)
     chunk_ctx: int = 512
     infctx_bptt: str = "full"
@@ -76,8 +77,11 @@ def check(cfg: BenchConfig) -> None:
         raise UserError(f"--precision {cfg.precision!r}: bench runs {', '.join(PRECISIONS)}")
     if cfg.quant not in QUANT_MODES:
         raise UserError(f"--quant {cfg.quant!r} is not one of {', '.join(QUANT_MODES)}")
-    if cfg.grad_cp not in (0, 1):
-        raise UserError(f"--grad_cp must be 0 or 1, got {cfg.grad_cp}")
+    for name in ("grad_cp", "compile"):
+        if getattr(cfg, name) not in (0, 1):
+            raise UserError(f"--{name} must be 0 or 1, got {getattr(cfg, name)}")
+    if cfg.compile and cfg.warmup < 1:
+        raise UserError("--compile 1 needs --warmup 1 or more: the first step compiles, and is not timed")
     from .data.lengths import BATCHINGS
     if cfg.batching not in BATCHINGS:
         raise UserError(f"--batching {cfg.batching!r} is not one of {', '.join(BATCHINGS)}")
@@ -224,11 +228,42 @@ def _batch(lengths, T: int, vocab: int, device, gen):
     return idx[:, :-1].to(device), idx[:, 1:].to(device), mask.to(device)
 
 
-def run_bench(cfg: BenchConfig) -> dict:
-    """Set up as `rwkvft train` would, time `steps` optimizer steps after `warmup`; one dict."""
+@dataclass
+class BenchSetup:
+    """A model set up as `rwkvft train` sets it up, and `step(k)`: one optimizer step on the
+    k-th batch of the plan (benchmarks/profile_step.py profiles the same step)."""
+    cfg: BenchConfig
+    device: torch.device
+    precision: str
+    model: torch.nn.Module
+    trainable: list
+    opt: torch.optim.Optimizer
+    plan: list
+    op: str
+    op_note: str
+    compile_note: str
+    gen: torch.Generator
+
+    def batch(self, k: int):
+        return _batch(*self.plan[k % len(self.plan)], self.model.config.vocab_size, self.device, self.gen)
+
+    def step(self, k: int, batch=None) -> torch.Tensor:
+        from .training.infctx import batch_loss, chunk_len
+        cfg = self.cfg
+        inputs, targets, mask = self.batch(k) if batch is None else batch
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            loss = batch_loss(self.model, inputs, targets, mask, chunk=cfg.head_chunk,
+                              chunk_ctx=chunk_len(cfg), bptt=cfg.infctx_bptt)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+
+def setup(cfg: BenchConfig) -> BenchSetup:
+    """Check `cfg`, build the model and optimizer as the trainer would; nothing timed yet."""
     from .kernels import resolve_op
-    from .training.infctx import chunk_len
-    from .training.infctx import batch_loss
+    from .models.compile import compile_blocks
     from .training.model_prep import prepare_model
     from .training.run import check_op_name
 
@@ -240,36 +275,36 @@ def run_bench(cfg: BenchConfig) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.manual_seed(cfg.seed)
     model = _load(cfg, device).train()
-    mcfg = model.config
-    op, note = resolve_op(cfg.op, device.type == "cuda", mcfg.version)
+    op, note = resolve_op(cfg.op, device.type == "cuda", model.config.version)
     model.set_runtime(op=op, grad_cp=bool(cfg.grad_cp))
     trainable, _ = prepare_model(model, acfg, [], "bf16-mixed" if precision == "bf16" else "32-true",
                                  cfg.quant, device)
+    compile_note = compile_blocks(model, device.type) if cfg.compile else ""
     params = dict(model.named_parameters())
     opt = torch.optim.AdamW([params[n] for n in trainable], lr=cfg.lr,
                             **({"fused": True} if device.type == "cuda" else {}))
+    return BenchSetup(cfg, device, precision, model, trainable, opt, _plan(cfg), op, note,
+                      compile_note, torch.Generator().manual_seed(cfg.seed))
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Set up as `rwkvft train` would, time `steps` optimizer steps after `warmup`; one dict."""
+    from .models.compile import compile_seconds
+    from .training.infctx import chunk_len
+
+    s = setup(cfg)
+    device, model, plan = s.device, s.model, s.plan
     counts = matmul_param_counts(model)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    plan = _plan(cfg)
     timed = [plan[(cfg.warmup + i) % len(plan)] for i in range(cfg.steps)]
-
-    def step(k):
-        inputs, targets, mask = _batch(*plan[k % len(plan)], mcfg.vocab_size, device, gen)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = batch_loss(model, inputs, targets, mask, chunk=cfg.head_chunk,
-                              chunk_ctx=chunk_len(cfg), bptt=cfg.infctx_bptt)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    losses = [step(k) for k in range(cfg.warmup)]
+    compiling = compile_seconds()
+    losses = [s.step(k) for k in range(cfg.warmup)]
+    compiling = compile_seconds() - compiling   # the warm-up steps compile (--compile)
     _sync(device)
     t0 = time.perf_counter()
-    losses += [step(cfg.warmup + k) for k in range(cfg.steps)]
+    losses += [s.step(cfg.warmup + k) for k in range(cfg.steps)]
     _sync(device)
     elapsed = time.perf_counter() - t0
     # real tokens only: padding positions are computed but train nothing
@@ -278,14 +313,16 @@ def run_bench(cfg: BenchConfig) -> dict:
     tokens_per_s = real / elapsed
     rate, rate_what = matmul_rate(device)
     fpt = flops_per_token(counts, bool(cfg.grad_cp), chunk_len(cfg) > 0)
+    params = dict(model.named_parameters())
+    mcfg = model.config
     out = asdict(cfg)
     out.update({
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "op": op, "op_note": note, "precision": precision,
+        "torch": torch.__version__, "op": s.op, "op_note": s.op_note, "precision": s.precision,
         "version": mcfg.version, "n_layer": mcfg.n_layer, "n_embd": mcfg.n_embd,
         "vocab_size": mcfg.vocab_size,
         "params": sum(p.numel() for p in model.parameters()) + sum(_quantized_weights(model).values()),
-        "trainable_params": sum(params[n].numel() for n in trainable),
+        "trainable_params": sum(params[n].numel() for n in s.trainable),
         "matmul_params": counts["total"], "trainable_matmul_params": counts["trainable"],
         "block_matmul_params": counts["blocks"], "flops_per_token": fpt,
         "step_time_s": elapsed / cfg.steps, "tokens_per_s": tokens_per_s,
@@ -293,6 +330,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "matmul_flops_per_s": rate, "matmul_measured": rate_what,
         "mfu": fpt * tokens_per_s / rate,
         "loss_first": float(losses[0]), "loss_last": float(losses[-1]),
+        "compile_s": compiling, "compile_note": s.compile_note,
     })
     out.update(_peak_memory(device))
     return out
@@ -313,7 +351,7 @@ def format_result(r: dict) -> str:
            else f"peak RSS {r['peak_rss_gib']:.2f} GiB (whole process)")
     return "\n".join([
         f"{r['size'] if not r['model'] else r['model']}: L{r['n_layer']} C{r['n_embd']} on {r['device']}, "
-        f"op={r['op']} precision={r['precision']} quant={r['quant']} grad_cp={r['grad_cp']} "
+        f"op={r['op']} precision={r['precision']} quant={r['quant']} grad_cp={r['grad_cp']} compile={r['compile']} "
         f"micro_bsz={r['micro_bsz']} ctx_len={r['ctx_len']} peft={r['peft']} {r['peft_config']}"
         + (f" infctx chunk_ctx={r['chunk_ctx']} bptt={r['infctx_bptt']}" if r["train_type"] == "infctx" else ""),
         f"  {r['tokens_per_s']:,.0f} tokens/s ({r['step_time_s'] * 1e3:.1f} ms/step over {r['steps']} steps "
@@ -321,6 +359,7 @@ def format_result(r: dict) -> str:
                                            f"{r['batching']}: padding {100 * r['padding_fraction']:.1f}%, "
                                            f"{r['positions_per_s']:,.0f} positions/s" if r["lengths"] else ""),
         f"  {mem}",
+        *([f"  {r['compile_note']}; {r['compile_s']:.1f} s compiling in the warm-up"] if r["compile"] else []),
         f"  MFU {100 * r['mfu']:.1f}% = {r['flops_per_token'] / 1e9:.3f} GFLOP/token x tokens/s / "
         f"{r['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s measured ({r['matmul_measured']})",
         f"  loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}" + (f"\n  {r['op_note']}" if r["op_note"] else ""),

@@ -83,6 +83,7 @@ class TrainConfig:
     precision: str = ""            # "" = bf16 on GPU, fp32 on CPU
     strategy: str = "auto"
     grad_cp: int = 0
+    compile: bool = False          # torch.compile each block (models/compile.py)
     op: str = "auto"               # WKV op: auto|chunked|reference|cuda|fla|triton
     quant: str = "none"            # frozen base weights: none|int8|nf4 (bitsandbytes)
     # long samples in chunks carrying the RNN state (training/infctx.py)
@@ -300,6 +301,8 @@ HELP = {
     "precision": "fp32, tf32, fp16 or bf16 (default: bf16 on GPU, fp32 on CPU)",
     "strategy": "Lightning strategy: " + ", ".join(STRATEGIES),
     "grad_cp": "1 = activation checkpointing per block (less memory, slower)",
+    "compile": "torch.compile (inductor) each block: fuses the elementwise work between the matmuls; "
+               "the first step compiles (time printed); the WKV op stays eager",
     "op": "WKV operator: auto (GPU: cuda, else fla, else chunked), chunked, reference (CPU); cuda, fla, triton (GPU)",
     "quant": "store the frozen base weights as none, int8 or nf4 (needs the quant extra: bitsandbytes)",
     "peft": "method: " + ", ".join(peft_registry.names()) + " (none = full fine-tuning)",

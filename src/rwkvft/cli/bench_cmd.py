@@ -18,6 +18,7 @@ def add_arguments(parser) -> None:
         "precision": "fp32, tf32 or bf16 (default: bf16 on GPU, fp32 on CPU)",
         "quant": "frozen base weights: none, int8 or nf4 (bitsandbytes)",
         "grad_cp": "1 = activation checkpointing per block",
+        "compile": "1 = torch.compile (inductor) each block; the warm-up steps compile (time printed)",
         "peft": ", ".join(registry.names()), "peft_config": "method options as JSON, e.g. '{\"r\":64}'",
         "train_type": "none, or infctx: each sample in chunks of --chunk_ctx tokens carrying the state",
         "chunk_ctx": "infctx chunk length (< ctx_len, a multiple of 16)",

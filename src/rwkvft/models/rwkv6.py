@@ -19,12 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..kernels import wkv6
+from ..kernels import wkv6 as _wkv6
+from .compile import opaque
 from .schema import ModelConfig
 from .rwkv7 import LN_X_EPS, RWKV7, Block, _shifted, _vector, initial_wkv
 
 # order of the five data-dependent mixes in time_maa_w1 / time_maa_w2 (spec §5.1)
 _MAA_ORDER = ("w", "k", "v", "r", "g")
+wkv6 = opaque(_wkv6, "the WKV op")  # a graph break under --compile (models/compile.py), else as is
 
 
 class _TimeMixBase(nn.Module):

@@ -15,9 +15,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
-from ..kernels import wkv7
+from ..kernels import wkv7 as _wkv7
 from ..kernels.reference import compute_dtype
+from .compile import opaque
 from .schema import ModelConfig
+
+wkv7 = opaque(_wkv7, "the WKV op")  # a graph break under --compile (models/compile.py), else as is
 
 # decay d = exp(-e^-0.5 * sigmoid(z)) lies in (0.545, 1): log d = -e^-0.5 * sigmoid(z)
 _DECAY_SCALE = math.exp(-0.5)

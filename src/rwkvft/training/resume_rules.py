@@ -60,6 +60,7 @@ SAFE = {
     "adapter_init": "the start of a new run; a resume starts from last.ckpt",
     "accelerator": "the device (same arithmetic)", "op": "the WKV kernel (same arithmetic)",
     "grad_cp": "recomputation in the backward pass (same gradients)",
+    "compile": "compiled or eager blocks (same arithmetic to float rounding)",
     "head_chunk": "the loss is computed in chunks of this many tokens (same value)",
     "dist_timeout": "how long to wait for other nodes",
     "val_file": "what is measured, not trained", "val_every": "how often it is measured",

@@ -29,6 +29,7 @@ from ..utils import atomic_path
 from . import ds, nodes, resume_rules, runlock, safety
 from .model_prep import prepare_model, quant_device
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
+from .compiling import compile_callbacks, compile_for_training
 from .interrupt import Interrupted, StopRequest
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
 from .steps import ResumableData, StepEvents, budget_steps, silence_mid_epoch_resume_warning
@@ -258,13 +259,15 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if cfg.resume:
         safety.check_resume_tensors(plan.proj / "last.ckpt", model, trainable)
     init_note = adapter_init(cfg, model, plan.peft, base_sd)
+    compile_note = compile_for_training(cfg, plan.acc, model, plan.rank0)  # --compile; '' without it
     dataset, val_samples = build_data(plan, mcfg.vocab_size)
     saver = AdapterSaver(plan, model, trainable, fingerprint_of(base_sd), log,
                          sample_writer(cfg, mcfg.vocab_size))
     saver.task_scorer = task_scorer(cfg, log, plan.rank0)
     steps = build_trainer(plan, model, trainable, dataset, val_samples, saver, log)
     if plan.rank0:
-        _write_run_header(plan, log, mcfg, model, trainable, op, [dataset.summary(), quant_note, init_note])
+        _write_run_header(plan, log, mcfg, model, trainable, op, [dataset.summary(), quant_note, init_note,
+                                                                        compile_note])
     try:
         fit(plan, steps, saver, log)
         return finish(plan, steps, model, trainable, base_sd, saver, log)
@@ -417,7 +420,7 @@ def build_trainer(plan: Plan, model, trainable, dataset, val_samples, saver: Ada
         gradient_clip_val=cfg.grad_clip or None, logger=_loggers(cfg, plan.proj),
         enable_checkpointing=False, enable_progress_bar=cfg.progress,
         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
-        callbacks=[metrics, events, save_cb], default_root_dir=str(plan.proj),
+        callbacks=[metrics, events, save_cb, *compile_callbacks(cfg, log)], default_root_dir=str(plan.proj),
     )
     if plan.acc == "cpu" and cfg.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
