@@ -27,7 +27,7 @@ class CompileTime(L.Callback):
 
     def __init__(self, log):
         from ..models.compile import compile_seconds
-        self.log = log
+        self.runlog = log
         self.done = False
         self.before = compile_seconds()  # the process total: earlier compiles are not this run's
 
@@ -37,6 +37,6 @@ class CompileTime(L.Callback):
         self.done = True
         from ..models.compile import compile_seconds
         line = f"--compile: {compile_seconds() - self.before:.1f} s compiling in the first step"
-        self.log.line(line)
+        self.runlog.line(line)
         if trainer.is_global_zero:
             print(f"rwkvft: {line}", flush=True)

@@ -1,0 +1,50 @@
+"""`rwkvft train --compile`: a run resumed across eager and compiled blocks continues the same
+run (same adapter as one uninterrupted eager run), and the compile time is printed.
+
+Compiled with the `aot_eager` backend (tests/models/test_compile.py says why; the inductor case
+is there)."""
+from __future__ import annotations
+
+import lightning  # noqa: F401  imported at collection: its log handler binds the session's stderr
+import pytest
+import torch
+
+from rwkvft.cli import main
+
+pytestmark = pytest.mark.compile
+
+
+def _flags(model, proj, data, *extra, **over):
+    flags = {"load_model": model, "proj_dir": proj, "data_file": data, "data_type": "numpy",
+             "ctx_len": 32, "micro_bsz": 2, "epoch_steps": 2, "epoch_count": 2, "lr_init": 1e-2,
+             "lr_final": 1e-3, "accelerator": "cpu", "precision": "fp32",
+             "peft": "miss", "peft_config": '{"r":8}', "progress": 0}
+    flags.update(over)
+    return ["train", *[x for k, v in flags.items() for x in (f"--{k}", str(v))], *extra]
+
+
+@pytest.fixture(scope="module")
+def eager_run(small_model, tokens_npy, tmp_path_factory):
+    proj = tmp_path_factory.mktemp("eager") / "run"
+    assert main(_flags(small_model, proj, tokens_npy)) == 0
+    return torch.load(proj / "rwkv-1.pth", weights_only=True)
+
+
+@pytest.mark.parametrize("first, then", [((), ("--compile",)), (("--compile",), ())],
+                         ids=["eager-then-compiled", "compiled-then-eager"])
+def test_resume_across_compile(monkeypatch, capsys, small_model, tokens_npy, eager_run, tmp_path,
+                               first, then):
+    monkeypatch.setattr("rwkvft.models.compile.BACKEND", "aot_eager")
+    proj = tmp_path / "run"
+    assert main(_flags(small_model, proj, tokens_npy, *first, my_exit=1)) == 0
+    assert not (proj / "rwkv-1.pth").exists()
+    assert main(_flags(small_model, proj, tokens_npy, *then, "--resume")) == 0
+    resumed = torch.load(proj / "rwkv-1.pth", weights_only=True)
+    assert set(resumed) == set(eager_run)
+    for k in eager_run:
+        assert torch.allclose(resumed[k], eager_run[k], atol=1e-6, rtol=1e-5), k
+    out = capsys.readouterr().out
+    assert "rwkvft: --compile: 2 blocks compiled with aot_eager" in out
+    assert "s compiling in the first step" in out
+    log = (proj / "train_log.txt").read_text()
+    assert "--compile: 2 blocks compiled" in log and "s compiling in the first step" in log
