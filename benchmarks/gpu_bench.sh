@@ -25,6 +25,22 @@ PYEOF
 }
 trap 'table; exit 130' INT TERM
 
+if [ "${1:-}" = compile ]; then   # --compile section: its limits add up to 480 s
+  timeout 150 $PY benchmarks/bench_compile.py --json --accelerator gpu --size 0.1b --ctx_len 1024 \
+      --micro_bsz 8 --pairs 4 >> "$OUT/compile.jsonl" 2>> "$OUT/bench.log" \
+    || echo '{"failed": "bench_compile 0.1b"}' >> "$OUT/compile.jsonl"
+  timeout 150 $PY benchmarks/bench_compile.py --json --accelerator gpu --size 1.5b --ctx_len 1024 \
+      --micro_bsz 8 --pairs 3 >> "$OUT/compile.jsonl" 2>> "$OUT/bench.log" \
+    || echo '{"failed": "bench_compile 1.5b"}' >> "$OUT/compile.jsonl"
+  for c in 0 1; do
+    timeout 90 $PY benchmarks/profile_step.py --json --accelerator gpu --size 0.1b --ctx_len 1024 \
+        --micro_bsz 8 --compile $c >> "$OUT/profile.jsonl" 2>> "$OUT/bench.log" \
+      || echo "{\"failed\": \"profile_step compile=$c\"}" >> "$OUT/profile.jsonl"
+  done
+  cat "$OUT/compile.jsonl" "$OUT/profile.jsonl"
+  exit 0
+fi
+
 # the CUDA kernel's JIT build (~60-130 s) once, outside the rows' limits
 timeout 90 $PY -c "from rwkvft.kernels.cuda import load_ops; load_ops()" >> "$OUT/bench.log" 2>&1 \
   || echo '{"failed": "CUDA kernel build (rows fall back to fla/chunked)"}' >> "$OUT/results.jsonl"

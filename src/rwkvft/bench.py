@@ -42,6 +42,7 @@ _NOT_MATMUL = ("emb.weight", ".r_k", ".time_faaaa", ".time_first", ".time_state"
 class BenchConfig:
     size: str = "tiny"
     model: str = ""                # a checkpoint instead of random weights of `size`
+    version: str = "x070"          # random weights of this version (x060: RWKV-6 shapes)
     vocab_size: int = 65536
     ctx_len: int = 1024
     micro_bsz: int = 1
@@ -66,6 +67,8 @@ class BenchConfig:
 
 
 def check(cfg: BenchConfig) -> None:
+    if cfg.version not in ("x070", "x060", "x052"):
+        raise UserError(f"--version {cfg.version!r}: random weights come as x070, x060 or x052")
     if not cfg.model and cfg.size not in SIZES:
         raise UserError(f"unknown --size {cfg.size!r}; choose one of {', '.join(SIZES)} or pass --model PATH")
     for name in ("ctx_len", "micro_bsz", "steps", "vocab_size", "head_chunk"):
@@ -132,6 +135,11 @@ def _load(cfg: BenchConfig, device):
         from .formats import load_model
         return load_model(cfg.model, device=device, dtype=torch.float32)
     n_layer, n_embd = SIZES[cfg.size]
+    if cfg.version != "x070":  # the test models' generator (slower; RWKV-7 has the fast one)
+        from .models.build import model_from_state_dict
+        from .models.init import new_config, random_state_dict
+        sd = random_state_dict(new_config(n_layer, n_embd, cfg.vocab_size, version=cfg.version), cfg.seed)
+        return model_from_state_dict(sd, device=device, dtype=torch.float32)
     return random_model(n_layer, n_embd, cfg.vocab_size, device, cfg.seed)
 
 

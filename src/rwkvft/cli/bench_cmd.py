@@ -11,6 +11,7 @@ def add_arguments(parser) -> None:
     helps = {
         "size": f"random RWKV-7 weights of this size: {', '.join(SIZES)} (tiny = L2 C128, for CPU)",
         "model": "benchmark this checkpoint instead of random weights",
+        "version": "random weights of this version: x070 (RWKV-7), x060 (RWKV-6) or x052",
         "vocab_size": "vocabulary of the random model",
         "ctx_len": "tokens per sample", "micro_bsz": "samples per step",
         "steps": "timed optimizer steps", "warmup": "untimed steps first (builds, autotune)",
