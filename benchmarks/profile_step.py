@@ -198,9 +198,21 @@ def run(args) -> dict:
             "tokens_per_s": tokens / step_s, "mfu": mfu, "matmul_flops_per_s": rate,
             "flops_per_token": fpt, "load_average": os.getloadavg()[0], "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "classes": {c: {"s": t / args.profile_steps, "share": t / total,
-                            "mfu_without": mfu / max(1e-9, 1 - t / total)}
-                        for c, t in sorted(classes.items(), key=lambda kv: -kv[1])}}
+            "classes": _rows(classes, total, mfu, args.profile_steps),
+            "with_backward": _rows(with_backward(classes), total, mfu, args.profile_steps)}
+
+
+def with_backward(classes: dict) -> dict:
+    """Each forward class with its backward added ("WKV" = WKV + "bwd: WKV")."""
+    out = defaultdict(float)
+    for c, t in classes.items():
+        out[c.removeprefix("bwd: ")] += t
+    return dict(out)
+
+
+def _rows(classes: dict, total: float, mfu: float, steps: int) -> dict:
+    return {c: {"s": t / steps, "share": t / total, "mfu_without": mfu / max(1e-9, 1 - t / total)}
+            for c, t in sorted(classes.items(), key=lambda kv: -kv[1])}
 
 
 def table(r: dict) -> str:
@@ -208,9 +220,11 @@ def table(r: dict) -> str:
             f"mb {r['micro_bsz']} compile={r['compile']}: {r['step_s']:.2f} s/step "
             f"({r['tokens_per_s']:.0f} tokens/s, MFU {100 * r['mfu']:.1f}%; profiled step "
             f"{r['profiled_step_s']:.2f} s; load {r['load_average']:.1f}, {r['threads']} threads)")
-    rows = ["| class | s/step | share | MFU if it cost nothing |", "|---|---|---|---|"]
-    rows += [f"| {c} | {v['s']:.3f} | {100 * v['share']:.1f}% | {100 * v['mfu_without']:.1f}% |"
-             for c, v in r["classes"].items()]
+    rows = []
+    for key, title in (("classes", "class"), ("with_backward", "class, forward + backward")):
+        rows += ["", f"| {title} | s/step | share | MFU if it cost nothing |", "|---|---|---|---|"]
+        rows += [f"| {c} | {v['s']:.3f} | {100 * v['share']:.1f}% | {100 * v['mfu_without']:.1f}% |"
+                 for c, v in r[key].items()]
     return "\n".join([head, *rows])
 
 

@@ -50,7 +50,7 @@ def _model(version: str, peft: str, conf: dict, n_layer: int = 2, seed: int = 0)
 def _step(model, idx, chunk_ctx: int = 0):
     """Logits of a plain forward, then the gradients of the trainer's loss (batch_loss)."""
     logits = model(idx).detach()
-    targets, mask = torch.roll(idx, -1, 1), torch.ones(idx.shape)
+    targets, mask = torch.roll(idx, -1, 1), torch.ones(idx.shape, device=idx.device)
     loss = batch_loss(model, idx, targets, mask, chunk=16, chunk_ctx=chunk_ctx)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -119,3 +119,19 @@ def test_zero3_runs_eagerly_with_one_note():
     note = compile_blocks(model, "cuda", strategy="deepspeed_stage_3")
     assert note.startswith("--compile is off for this run: ZeRO-3") and note.endswith("running eagerly")
     assert not is_compiled(model)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+@pytest.mark.parametrize("grad_cp", [0, 1], ids=["plain", "grad_cp"])
+def test_inductor_on_the_gpu(grad_cp):
+    """inductor's Triton code with the GPU's WKV op (auto), and under grad_cp the recompute on
+    autograd's device thread (RWKV-PEFT's CheckpointError, gpu_playbook §6.2) must not differ."""
+    from rwkvft.kernels import resolve_op
+    eager = _model("x070", "miss", {"r": 8}).cuda()
+    op, _ = resolve_op("auto", True, "x070")
+    eager.set_runtime(op=op, grad_cp=bool(grad_cp))
+    compiled = copy.deepcopy(eager)
+    compile_blocks(compiled, "cuda")
+    idx = torch.randint(0, VOCAB, (2, 32), generator=torch.Generator().manual_seed(7)).cuda()
+    _compare(eager, compiled, idx)

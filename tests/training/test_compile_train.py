@@ -48,3 +48,10 @@ def test_resume_across_compile(monkeypatch, capsys, small_model, tokens_npy, eag
     assert "s compiling in the first step" in out
     log = (proj / "train_log.txt").read_text()
     assert "--compile: 2 blocks compiled" in log and "s compiling in the first step" in log
+
+
+def test_bench_compile_needs_a_warm_up_step(capsys):
+    assert main(["bench", "--size", "tiny", "--compile", "1", "--warmup", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rwkvft: error: --compile 1 needs --warmup 1 or more: the first step compiles, "
+                   "and is not timed"]
