@@ -6,7 +6,7 @@ Both copies start from the same weights and draw the same batches, so their loss
 to float rounding: the script prints the largest difference.
 
     python benchmarks/bench_compile.py [--size 0.1b] [--version x070] [--ctx_len 256]
-        [--peft miss --peft_config '{"r":64}'] [--pairs 4] [--warmup 1] [--json]
+        [--peft miss --peft_config '{"r":64}'] [--pairs 4] [--warmup 1] [--threads N] [--json]
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def _timed(setup, k: int) -> tuple[float, float]:
 
 
 def run(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = dict(size=args.size, version=args.version, ctx_len=args.ctx_len, micro_bsz=args.micro_bsz,
                 accelerator=args.accelerator, precision=args.precision, peft=args.peft,
                 peft_config=args.peft_config, warmup=args.warmup, grad_cp=args.grad_cp, seed=args.seed)
@@ -99,6 +101,9 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0 = torch's default); 1 avoids OpenMP barriers stalling on a "
+                         "loaded machine, where a descheduled thread holds up every parallel op")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     r = run(args)

@@ -127,17 +127,22 @@ def _hook_scope(module, name: str) -> None:
 
 
 def install_scopes(setup, inside_blocks: bool) -> None:
-    """Scopes around WKV and the chunked head + CE (module globals this script replaces), and,
-    for an eager model, around each block, adapted Linear, and frozen matmul inside it."""
-    import rwkvft.models.rwkv6 as m6
-    import rwkvft.models.rwkv7 as m7
+    """Scopes around WKV (each att module's `wkv`, opaque as --compile makes it) and the chunked
+    head + CE (a module global this script replaces), and, for an eager model, around each
+    block, adapted Linear, and frozen matmul inside it."""
     import rwkvft.training.loss as loss
+    for block in setup.model.blocks:
+        wkv = _scoped(type(block.att).wkv, "wkv")
+        block.att.wkv = opaque(wkv, "the WKV op") if setup.cfg.compile else wkv
+    if not getattr(loss._chunk_loss, "scoped", False):
+        loss._chunk_loss = _scoped(loss._chunk_loss, "head")
+        loss._chunk_loss.scoped = True
+    if inside_blocks:
+        _install_block_scopes(setup)
+
+
+def _install_block_scopes(setup) -> None:
     from rwkvft.adapters.base import AdaptedLinear
-    m7.wkv7 = opaque(_scoped(m7._wkv7, "wkv"), "the WKV op")
-    m6.wkv6 = opaque(_scoped(m6._wkv6, "wkv"), "the WKV op")
-    loss._chunk_loss = _scoped(loss._chunk_loss, "head")
-    if not inside_blocks:
-        return
     for block in setup.model.blocks:
         _hook_scope(block, "block")
         for mod in block.modules():
@@ -167,7 +172,7 @@ def run(args) -> dict:
                             peft=args.peft, peft_config=args.peft_config, compile=args.compile,
                             warmup=args.warmup, steps=args.steps, seed=args.seed)
     s = bench.setup(cfg)
-    install_scopes(s, inside_blocks=False)      # before compiling: the graphs see these globals
+    install_scopes(s, inside_blocks=False)      # before the first (compiling) step
     for k in range(cfg.warmup):
         s.step(k)
     bench._sync(s.device)
@@ -177,7 +182,7 @@ def run(args) -> dict:
     bench._sync(s.device)
     step_s = (time.perf_counter() - t0) / cfg.steps
     if not cfg.compile:
-        install_scopes(s, inside_blocks=True)
+        _install_block_scopes(s)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
     with profile(activities=activities) as prof:
         t0 = time.perf_counter()

@@ -32,7 +32,8 @@ BACKEND = "inductor"
 
 
 def opaque(fn, what: str):
-    """`fn` unchanged when eager; under torch.compile a graph break: run as it is, never traced."""
+    """`fn` unchanged when eager; under torch.compile a graph break: run as it is, never traced.
+    (Built only when compiling: `torch.compiler.disable` imports dynamo, seconds at start-up.)"""
     return torch.compiler.disable(fn, reason=f"{what} stays opaque to --compile")
 
 
@@ -71,6 +72,7 @@ def compile_blocks(model, device_type: str, strategy: str = "", backend: str | N
     # layer_id (an int attribute) would otherwise be specialised: one graph per layer
     torch._dynamo.config.allow_unspec_int_on_nn_module = True
     for block in model.blocks:
+        block.att.wkv = opaque(type(block.att).wkv, "the WKV op")
         block.compile(backend=backend)
     return (f"--compile: {len(model.blocks)} blocks compiled with {backend} on the first step; "
             f"the WKV op ({model.op}) and quantized base matmuls run eagerly between the compiled pieces")

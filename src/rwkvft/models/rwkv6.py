@@ -19,18 +19,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..kernels import wkv6 as _wkv6
-from .compile import opaque
+from ..kernels import wkv6
 from .schema import ModelConfig
 from .rwkv7 import LN_X_EPS, RWKV7, Block, _shifted, _vector, initial_wkv
 
 # order of the five data-dependent mixes in time_maa_w1 / time_maa_w2 (spec §5.1)
 _MAA_ORDER = ("w", "k", "v", "r", "g")
-wkv6 = opaque(_wkv6, "the WKV op")  # a graph break under --compile (models/compile.py), else as is
 
 
 class _TimeMixBase(nn.Module):
     """Projections, WKV6 and the gated GroupNorm output shared by x060 and x052."""
+
+    wkv = staticmethod(wkv6)  # made opaque per module by --compile, as RWKV-7's TimeMix.wkv
 
     def _projections(self, C: int, H: int) -> None:
         # registered after the version's own parameters: the official key order
@@ -50,7 +50,7 @@ class _TimeMixBase(nn.Module):
         g = F.silu(self.gate(xg))
         log_w = log_w.expand(heads).contiguous()  # x052's static decay comes as (1,1,H,N)
         wkv_state = initial_wkv(self, wkv_state, B)
-        y, wkv_state = wkv6(r.view(heads), log_w, k.view(heads), v.view(heads), self.time_faaaa,
+        y, wkv_state = self.wkv(r.view(heads), log_w, k.view(heads), v.view(heads), self.time_faaaa,
                             state=wkv_state, op=op)
         y = self._group_norm(y.reshape(B * T, C)).view(B, T, C)
         return self.output(y * g), wkv_state

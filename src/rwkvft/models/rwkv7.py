@@ -15,12 +15,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
-from ..kernels import wkv7 as _wkv7
+from ..kernels import wkv7
 from ..kernels.reference import compute_dtype
-from .compile import opaque
 from .schema import ModelConfig
-
-wkv7 = opaque(_wkv7, "the WKV op")  # a graph break under --compile (models/compile.py), else as is
 
 # decay d = exp(-e^-0.5 * sigmoid(z)) lies in (0.545, 1): log d = -e^-0.5 * sigmoid(z)
 _DECAY_SCALE = math.exp(-0.5)
@@ -49,6 +46,10 @@ def initial_wkv(att: nn.Module, wkv_state, batch: int):
 
 class TimeMix(nn.Module):
     """Attention part: token-shift mixes, low-rank decay / in-context rate / value gate, WKV."""
+
+    # the WKV op is called through this attribute: --compile makes it opaque per module
+    # (models/compile.py), a graph break instead of a trace of the kernel
+    wkv = staticmethod(wkv7)
 
     def __init__(self, cfg: ModelConfig, layer_id: int):
         super().__init__()
@@ -104,7 +105,7 @@ class TimeMix(nn.Module):
         k = k * (1 + (eta - 1) * self.k_a)
         heads = (B, T, H, N)
         wkv_state = initial_wkv(self, wkv_state, B)
-        y, wkv_state = wkv7(r.view(heads), log_w.view(heads), k.view(heads), v.view(heads),
+        y, wkv_state = self.wkv(r.view(heads), log_w.view(heads), k.view(heads), v.view(heads),
                             -kk, kk * eta.view(heads), state=wkv_state, op=op)
         y = self._group_norm(y.reshape(B * T, C)).view(B, T, C)
         bonus = (r * k * self.r_k.view(1, 1, C)).view(heads).sum(-1, keepdim=True) * v.view(heads)
