@@ -67,8 +67,8 @@ def classify(ev, seq_class: dict) -> str:
                 top = path[-1] if path else ev
                 return MIXES if top.name in MATMUL_OPS else ELEMENTWISE
             return CLASSES[kind]
-        if e.name.startswith(COMPILED):
-            return CLASSES["compiled"]
+        if e.name.startswith(COMPILED) and "Backward" not in e.name:
+            return CLASSES["compiled"]   # (CompiledFunctionBackward is a backward node)
         if e.name.startswith(BACKWARD):
             return "bwd: " + seq_class.get(e.sequence_nr, OTHER)
         path.append(e)
@@ -96,7 +96,7 @@ def breakdown(events, device: bool = False) -> dict:
 def _in_backward(ev) -> bool:
     e = ev
     while e is not None:
-        if e.name.startswith(SCOPE) or e.name.startswith(COMPILED):
+        if e.name.startswith(SCOPE) or (e.name.startswith(COMPILED) and "Backward" not in e.name):
             return False   # a forward scope (also a recomputed forward inside the backward)
         if e.name.startswith(BACKWARD):
             return True
