@@ -176,7 +176,7 @@ def _run_pairs(args, cfg) -> int:
     import torch
 
     from ..formats import read_state_dict
-    from ..data.formats import Roles
+    from ..data.preference import pair_roles
     from ..training.preference_eval import score_file
     if not args.beta > 0:
         raise UserError(f"--beta must be positive, got {args.beta}")
@@ -184,7 +184,7 @@ def _run_pairs(args, cfg) -> int:
     for _, m in models:
         m.set_runtime(op=args.op)
     res = score_file(models, args.data_file, cfg.ctx_len, cfg.micro_bsz, torch.device(args.device),
-                     Roles(cfg.user_role, cfg.assistant_role, cfg.system_role), args.beta,
+                     pair_roles(cfg), args.beta,
                      cfg.max_bad_fraction, cfg.head_chunk)
     if args.json:
         print(json.dumps(res))

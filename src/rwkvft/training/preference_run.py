@@ -42,9 +42,8 @@ class PreferenceData:
 def read_preference_data(cfg, method) -> PreferenceData | None:
     if cfg.objective == "sft":
         return None
-    from ..data.formats import Roles
     from ..data.from_flags import resolve_data_type
-    from ..data.preference import read_pairs
+    from ..data.preference import pair_roles, read_pairs
     kind = resolve_data_type(cfg)
     if kind not in PAIR_DATA_TYPES:
         raise UserError(f"--objective {cfg.objective} trains on preference pairs (records with "
@@ -53,7 +52,7 @@ def read_preference_data(cfg, method) -> PreferenceData | None:
     if cfg.objective == "dpo" and method.reference is None:
         raise UserError(f"--objective dpo needs a reference policy, which --peft {method.name} does "
                         f"not define; use --objective simpo or orpo (no reference)")
-    roles = Roles(cfg.user_role, cfg.assistant_role, cfg.system_role)
+    roles = pair_roles(cfg)
     pairs, stats = read_pairs(cfg.data_file, cfg.ctx_len, roles, cfg.max_bad_fraction)
     val = None
     if cfg.val_file:
