@@ -129,6 +129,7 @@ class TrainConfig:
     simpo_gamma: float = 0.5       # SimPO's target reward margin
     orpo_lambda: float = 0.1       # ORPO's weight of the odds-ratio term
     sft_weight: float = 0.0        # add this x the chosen answers' cross-entropy (RPO style)
+    ref_logps: str = ""            # DPO: the reference's log-probs from `rwkvft prepare --ref_logps`
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -343,6 +344,9 @@ HELP = {
     "simpo_gamma": "SimPO's target reward margin gamma",
     "orpo_lambda": "ORPO's weight of the odds-ratio term (its NLL term has weight 1)",
     "sft_weight": "add this x the chosen answers' cross-entropy to a preference loss (RPO / CPO-SimPO)",
+    "ref_logps": "DPO: the reference model's log-probs written by `rwkvft prepare --ref_logps` (no reference "
+                 "forward while training: for full fine-tuning, quantised bases, multi-GPU); checked against "
+                 "--load_model, --data_file and the rendering flags",
 }
 
 

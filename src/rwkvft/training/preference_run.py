@@ -3,7 +3,8 @@
     read_preference_data    plan_run: the pairs are read and checked before any model is loaded
     PreferenceData.datasets build_data: the PairDataset and the held-out pairs
     preference_step         build_trainer: the step the Lightning module calls (with the
-                            method's reference policy for DPO, adapters/reference.py)
+                            method's reference policy for DPO, adapters/reference.py, or the
+                            precomputed log-probs of --ref_logps, training/ref_logps.py)
     PreferenceValidator     --val_file / --val_split: the same metrics on held-out pairs;
                             --save_best keeps the adapter with the best preference accuracy
 Everything else (saving, resume, signals, budgets, merge, export) is the SFT run's.
@@ -49,11 +50,17 @@ def read_preference_data(cfg, method) -> PreferenceData | None:
         raise UserError(f"--objective {cfg.objective} trains on preference pairs (records with "
                         f"\"prompt\", \"chosen\", \"rejected\" in .jsonl/.json/.parquet), but --data_file "
                         f"{cfg.data_file} is {kind} data; use --objective sft for plain text")
-    if cfg.objective == "dpo" and method.reference is None:
+    if cfg.ref_logps:
+        from .ref_logps import check_flags
+        check_flags(cfg)
+    elif cfg.objective == "dpo" and method.reference is None:
         raise UserError(f"--objective dpo needs a reference policy, which --peft {method.name} does "
                         f"not define; use --objective simpo or orpo (no reference)")
     roles = pair_roles(cfg)
     pairs, stats = read_pairs(cfg.data_file, cfg.ctx_len, roles, cfg.max_bad_fraction)
+    if cfg.ref_logps:   # every check of the file, the base's fingerprint included, before loading
+        from .ref_logps import attach
+        pairs = attach(cfg, pairs)
     val = None
     if cfg.val_file:
         val, _ = read_pairs(cfg.val_file, cfg.ctx_len, roles, cfg.max_bad_fraction, what="--val_file")
@@ -72,6 +79,8 @@ def preference_step(plan, model) -> PreferenceStep | None:
     if cfg.objective == "sft":
         return None
     objective = Objective.from_config(cfg)
+    if cfg.ref_logps:   # the pairs carry the reference's log-probs: no reference forward, no copy
+        return PreferenceStep(objective, None, cfg.head_chunk, precomputed=True)
     ref = plan.method.reference(model, plan.peft) if objective.needs_reference else None
     return PreferenceStep(objective, ref, cfg.head_chunk)
 

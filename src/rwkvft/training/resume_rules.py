@@ -15,7 +15,7 @@ from pathlib import Path
 MUST_MATCH = {
     "objective": "the preference objective", "beta": "the objective's temperature",
     "dpo_loss": "the DPO variant", "label_smoothing": "the preference loss",
-    "simpo_gamma": "the SimPO margin", "orpo_lambda": "the ORPO weight", "sft_weight": "the loss",
+    "simpo_gamma": "the SimPO margin", "orpo_lambda": "the ORPO weight", "sft_weight": "the loss", "ref_logps": "the reference of the DPO loss",
     "load_model": "the base model being adapted",
     "peft": "the method", "peft_config": "the adapter's shape and options",
     "train_parts": "which full tensors train", "quant": "the frozen base weights (quantised)",
