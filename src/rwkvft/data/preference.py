@@ -59,6 +59,7 @@ class PairStats:
     skipped: Counter = field(default_factory=Counter)  # usable records not trained: reason -> count
     truncated: int = 0
     first_bad: list = field(default_factory=list)
+    lines: list = field(default_factory=list)          # (record number, why) of every record not trained
 
     def summary(self) -> str:
         skipped = sum(self.skipped.values())
@@ -217,15 +218,16 @@ def read_pairs(path: str, ctx_len: int, roles: Roles = Roles(), max_bad_fraction
                 raise rec
             prompt, chosen, rejected = encode_record(rec, roles, tok)
         except _Identical:
-            stats.skipped["identical chosen and rejected"] += 1
+            _skip(stats, n, "identical chosen and rejected")
             continue
         except RecordError as e:
             stats.bad[str(e)] += 1
             stats.first_bad = (stats.first_bad + [n])[:5]
+            stats.lines.append((n, f"malformed: {e}"))
             continue
         p, c, r, cut = fit_pair(prompt, chosen, rejected, ctx_len)
         if c == r:
-            stats.skipped["identical after truncation to ctx_len"] += 1
+            _skip(stats, n, "identical after truncation to ctx_len")
             continue
         stats.truncated += cut
         pairs.append(Pair(tuple(p), tuple(c), tuple(r), n))
@@ -237,6 +239,11 @@ def read_pairs(path: str, ctx_len: int, roles: Roles = Roles(), max_bad_fraction
         raise UserError(f"token id {top} of {path} is outside the model's vocabulary (0..{vocab_size - 1}); "
                         f"preference data is tokenized with the World tokenizer (vocabulary 65536)")
     return pairs, stats
+
+
+def _skip(stats: PairStats, n: int, why: str) -> None:
+    stats.skipped[why] += 1
+    stats.lines.append((n, f"skipped: {why}"))
 
 
 def _check_bad(stats: PairStats, path: str, max_bad_fraction: float, what: str) -> None:
