@@ -148,6 +148,9 @@ def test_plain_text_file_and_flags(capsys, tmp_path):
     assert "--label_smoothing is used by --dpo_loss robust" in _error(
         capsys, _flags(missing, tmp_path / "r", label_smoothing=0.1))
     assert "--objective 'kto' is not one of" in _error(capsys, _flags(missing, tmp_path / "r", objective="kto"))
+    msg = _error(capsys, _flags(missing, tmp_path / "r", train_type="infctx", ctx_len=64, chunk_ctx=32))
+    assert "not in --train_type infctx chunks; drop --train_type infctx and set --ctx_len to your longest pair" in msg
+    assert "rwkvft data FILE --objective dpo" in msg
     assert not (tmp_path / "r").exists()
 
 
