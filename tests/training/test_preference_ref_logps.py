@@ -98,7 +98,8 @@ def test_precomputed_reference_gives_the_on_the_fly_losses(prepared, world_tiny,
     for x, y in zip(a, b, strict=True):
         for k in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
             assert x[k] == pytest.approx(y[k], abs=1e-6), (k, x, y)
-    assert "ref_logps" in json.loads((pre / "train_config.json").read_text())
+    assert json.loads((pre / "train_config.json").read_text())["ref_logps"] == str(ref)
+    assert "reference log-probs precomputed (--ref_logps)" in (pre / "train_log.txt").read_text()
 
 
 # ---------- refusals: one line, before the model is loaded, nothing written ----------
@@ -153,3 +154,14 @@ def test_prepare_refuses_to_overwrite_and_writes_atomically(capsys, prepared, wo
     assert "the disk is full" in _error(capsys, argv + ["--force"])
     assert _sha(ref) == kept   # the old file intact, no temporary left
     assert sorted(p.name for p in ref.parent.iterdir()) == ["pairs.jsonl", ref.name]
+
+
+def test_a_state_prompted_at_init_base_is_refused(capsys, prepared, world_tiny, tmp_path):
+    """Its own reference is the prompted state, not the base the file holds (known after the
+    model is built: one line, no adapter, no log rows)."""
+    data, ref = prepared
+    proj = tmp_path / "state"
+    argv = _train(world_tiny, proj, data, ref_logps=ref, peft="state",
+                  peft_config='{"init": "base", "prompt": "You are kind."}')
+    assert "policy starts elsewhere (its reference is its starting state)" in _error(capsys, argv)
+    assert not list(proj.glob("rwkv-*")) and not (proj / "loss.jsonl").exists()

@@ -322,4 +322,5 @@ class PairDataset(torch.utils.data.Dataset):
         return collate_pairs(pairs)
 
     def summary(self) -> str:
-        return f"preference data: {self.stats.summary()}; one pass = {len(self.pairs)} pairs"
+        ref = "; reference log-probs precomputed (--ref_logps)" if self.pairs[0].ref is not None else ""
+        return f"preference data: {self.stats.summary()}; one pass = {len(self.pairs)} pairs{ref}"

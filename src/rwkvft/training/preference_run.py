@@ -80,9 +80,21 @@ def preference_step(plan, model) -> PreferenceStep | None:
         return None
     objective = Objective.from_config(cfg)
     if cfg.ref_logps:   # the pairs carry the reference's log-probs: no reference forward, no copy
+        _check_reference_is_base(plan, model)
         return PreferenceStep(objective, None, cfg.head_chunk, precomputed=True)
     ref = plan.method.reference(model, plan.peft) if objective.needs_reference else None
     return PreferenceStep(objective, ref, cfg.head_chunk)
+
+
+def _check_reference_is_base(plan, model) -> None:
+    """--ref_logps holds the BASE model's log-probs: refuse a method whose own reference is not the
+    base (a state prompted at init "base"). Full fine-tuning's reference is a copy of the
+    starting model, the base (--adapter_init is refused earlier): no copy is made to ask."""
+    if plan.method.full_model or plan.method.reference is None:
+        return
+    if not plan.method.reference(model, plan.peft).is_base:
+        raise UserError(f"--ref_logps holds the base model's log-probs, but this --peft {plan.method.name} "
+                        f"policy starts elsewhere (its reference is its starting state); drop --ref_logps")
 
 
 def make_preference_validator(cfg, val_pairs, step, saver, log, rank0: bool):
