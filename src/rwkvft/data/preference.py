@@ -164,6 +164,8 @@ def encode_record(record, roles: Roles, tok) -> tuple[list[int], list[int], list
     flat = [[i for piece in ids[a:b] for i in piece] for a, b in zip(cuts[:-1], cuts[1:])]
     p_c, a_c, p_r, a_r = flat
     k = _common_prefix(p_c, p_r)
+    if k == 0:
+        raise RecordError("chosen and rejected share no prompt token")
     return p_c[:k], p_c[k:] + a_c + [EOD], p_r[k:] + a_r + [EOD]
 
 

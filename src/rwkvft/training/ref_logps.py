@@ -206,6 +206,10 @@ def prepare(data_file: str, base: str, cfg, output: str = "", batch_size: int = 
     from ..models import model_from_state_dict
     sd = read_state_dict(base)
     base_fp = fingerprint(sd)
+    top = max(max(p.prompt + p.chosen + p.rejected) for p in pairs)
+    if top >= base_fp["vocab_size"]:
+        raise UserError(f"token id {top} of {data_file} is outside the vocabulary of {base} "
+                        f"(0..{base_fp['vocab_size'] - 1}); pairs are tokenized with the World tokenizer")
     model = model_from_state_dict(sd, dtype=torch.float32).to(dev)
     model.set_runtime(op=resolve_op(op, dev.type == "cuda", base_fp["version"] or "x070")[0])
     ctx = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else None
