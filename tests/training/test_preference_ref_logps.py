@@ -144,6 +144,7 @@ def test_prepare_refuses_to_overwrite_and_writes_atomically(capsys, prepared, wo
             "--ctx_len", str(CTX), "--quiet"]
     assert "already exists; pass --force" in _error(capsys, argv)
     assert "needs --load_model" in _error(capsys, argv[:4] + argv[6:])
+    assert "--output PREFIX is required" in _error(capsys, ["prepare", "--input", str(data)])  # binidx mode
     import safetensors.torch
 
     def full_disk(tensors, path, metadata=None):
