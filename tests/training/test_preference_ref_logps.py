@@ -166,3 +166,19 @@ def test_a_state_prompted_at_init_base_is_refused(capsys, prepared, world_tiny, 
                   peft_config='{"init": "base", "prompt": "You are kind."}')
     assert "policy starts elsewhere (its reference is its starting state)" in _error(capsys, argv)
     assert not list(proj.glob("rwkv-*")) and not (proj / "loss.jsonl").exists()
+
+
+def test_resume_mid_epoch_with_precomputed_reference(prepared, world_tiny, tmp_path):
+    """The values ride with their pairs: a stop after 2 steps and --resume give the uninterrupted
+    adapter (within 1e-6) and the same metrics."""
+    data, ref = prepared
+    full, part = tmp_path / "full", tmp_path / "part"
+    over = {"epoch_steps": 4, "save_every_steps": 2, "ref_logps": ref}
+    assert main(_train(world_tiny, full, data, **over)) == 0
+    assert main(_train(world_tiny, part, data, max_steps=2, **over)) == 0
+    assert main(_train(world_tiny, part, data, **over) + ["--resume"]) == 0
+    a = torch.load(full / "rwkv-0.pth", weights_only=True)
+    b = torch.load(part / "rwkv-0.pth", weights_only=True)
+    assert set(a) == set(b) and all((a[k] - b[k]).abs().max() <= 1e-6 for k in a)
+    for x, y in zip(_rows(full), _rows(part), strict=True):
+        assert x["rewards/margins"] == pytest.approx(y["rewards/margins"], abs=1e-6)
