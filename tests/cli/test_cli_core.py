@@ -10,7 +10,7 @@ from conftest import available_ops
 
 from rwkvft.checkpoint import read_state_dict, write_state_dict
 from rwkvft.cli import main
-from rwkvft.cli.generate_cmd import stream_tokens
+from rwkvft.generation import stream_tokens
 from rwkvft.data.tokenizer import WorldTokenizer
 from rwkvft.models import load_model
 

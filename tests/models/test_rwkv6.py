@@ -15,7 +15,7 @@ from rwkvft.checkpoint import read_state_dict, write_state_dict
 from rwkvft.checkpoint.merge import merge_state_dict
 from rwkvft.models.schema import check_against, infer_config, official_shapes
 from rwkvft.cli import main
-from rwkvft.cli.generate_cmd import stream_tokens
+from rwkvft.generation import stream_tokens
 from rwkvft.data.tokenizer import WorldTokenizer
 from rwkvft.errors import UserError
 from rwkvft.models import load_model, model_from_state_dict

@@ -1,30 +1,15 @@
 """`rwkvft eval`: loss, perplexity and token count of a model (+ adapter) on a data file.
-
-The file is read exactly as training reads it (same reader, tokenizer, end-of-document token and
-loss mask, via data.from_flags.data_config) and scored by the same function validation uses
-(training.evaluation), so `rwkvft eval` on a run's --val_file and adapter prints the run's
-validation loss. Data settings (ctx_len, dataload, loss_mask, roles, micro_bsz, ...) default to
-the run's train_config.json beside the adapter; flags given here override them.
-"""
+rwkvft.evaluate (scoring.py) does the work; data flags given here override the run's
+train_config.json beside the adapter."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
-from pathlib import Path
-
-from ..errors import UserError
-
-# settings that decide how a data file becomes samples (copied from the run's train_config.json)
-DATA_KEYS = ("data_type", "dataload", "loss_mask", "ctx_len", "micro_bsz", "long_docs",
-             "text_field", "sft_field", "user_role", "assistant_role", "system_role",
-             "max_bad_fraction", "head_chunk")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import HELP
-    S = argparse.SUPPRESS
+    from ..config import add_eval_arguments
     parser.add_argument("--model", required=True, help="base (or merged) checkpoint, .pth or .safetensors")
     parser.add_argument("--adapter", default=None, help="adapter file (rwkv-N.pth) applied to --model")
     parser.add_argument("--state", default=None,
@@ -46,117 +31,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--op", default="chunked", help="WKV op (chunked, reference; cuda/fla on GPU)")
     parser.add_argument("--progress", type=int, default=1, help="1 = progress bar on long files")
-    for name, typ in (("data_type", str), ("dataload", str), ("loss_mask", str), ("ctx_len", int),
-                      ("micro_bsz", int), ("long_docs", str), ("text_field", str),
-                      ("user_role", str), ("assistant_role", str), ("system_role", str),
-                      ("max_bad_fraction", float), ("head_chunk", int)):
-        parser.add_argument(f"--{name}", type=typ, default=S,
-                            help=HELP[name] + " (default: the run's train_config.json, else train's default)")
-    parser.add_argument("--sft_field", nargs=2, default=S, help=HELP["sft_field"])
-
-
-def _saved_settings(args) -> dict:
-    path = Path(args.train_config) if args.train_config else (
-        Path(args.adapter).parent / "train_config.json" if args.adapter else None)
-    if path is None or not path.exists():
-        if args.train_config:
-            raise UserError(f"--train_config {path} not found")
-        return {}
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); pass the data flags instead") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"{path} is not a train_config.json (not a JSON object)")
-    return {k: saved[k] for k in DATA_KEYS if k in saved}
-
-
-def eval_config(args):
-    """A TrainConfig holding only what decides the samples: saved settings < flags given."""
-    from ..config import TrainConfig, validate
-    cfg = TrainConfig(load_model=args.model, data_file=args.data_file)
-    for k, v in {**_saved_settings(args), **{k: getattr(args, k) for k in DATA_KEYS
-                                              if hasattr(args, k)}}.items():
-        setattr(cfg, k, list(v) if k == "sft_field" else v)
-    validate(cfg)
-    return cfg
-
-
-def apply_state(model, state_path) -> None:
-    """Start every sequence from the state in `state_path` (a state adapter rwkv-N.pth, an RWKV
-    Runner / RWKV-PEFT state .pth or an Ai00 .state; checked against the model)."""
-    from .. import set_state
-    set_state(model, state_path)
-
-
-def _models(args, base_sd):
-    """[(label, model)]: the base alone (without an adapter, or with --compare) and the adapted one.
-    With --base, "base" is that file and "adapted" is --model (+ adapter/state)."""
-    from ..models import model_from_state_dict
-    out = []
-    if args.base is not None:
-        from ..checkpoint import read_state_dict
-        out.append(("base", model_from_state_dict(read_state_dict(args.base))))
-        adapted = True
-    else:
-        adapted = args.adapter is not None or args.state is not None
-    if not out and (args.compare or not adapted):
-        out.append(("base", model_from_state_dict(base_sd)))
-    if adapted:
-        sd = base_sd
-        if args.adapter is not None:
-            from ..checkpoint.merge import merge_adapter_file
-            sd, _, _ = merge_adapter_file(base_sd, args.adapter, args.lora_alpha)
-        model = model_from_state_dict(sd)
-        if args.state is not None:
-            apply_state(model, args.state)
-        out.append(("adapted", model))
-    return out
+    add_eval_arguments(parser)  # the declared flags marked eval=True (config/flags.py)
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
+    from ..config import eval_flags
+    from ..scoring import evaluate
 
-    import torch
-
-    from ..checkpoint import read_state_dict
-    from ..checkpoint.rwkv_format import infer_config
-    from ..data.datasets import read_data
-    from ..training.evaluation import EvalResult, evaluate
-    from ..data.from_flags import data_config
-    from ..training.validation import val_samples_from
-
-    if args.compare and args.adapter is None and args.state is None and args.base is None:
-        raise UserError("--compare needs --adapter (or --state), or --base for a merged --model")
-    if args.base is not None and not args.compare:
-        raise UserError("--base is the other side of --compare; add --compare")
-    cfg = eval_config(args)
-    base_sd = read_state_dict(args.model)
-    mcfg = infer_config(base_sd)
-    dcfg = dataclasses.replace(data_config(cfg), vocab_size=mcfg.vocab_size)
-    dcfg.progress = bool(args.progress) and not args.json
-    samples = val_samples_from(read_data(dcfg), dcfg)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise UserError(f"--device {args.device!r} is not a device; use cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA GPU is visible; use --device cpu")
-    results = {}
-    for label, model in _models(args, base_sd):
-        model.set_runtime(op=args.op)
-        t0 = time.perf_counter()
-        s, c = evaluate(model.to(device), samples, batch_size=cfg.micro_bsz, head_chunk=cfg.head_chunk,
-                        device=device, progress=bool(args.progress) and not args.json
-                        and len(samples) > 64, desc=f"scoring ({label})")
-        results[label] = EvalResult(float(s), int(round(float(c))), time.perf_counter() - t0)
-        del model
-    _print(args, cfg, dcfg, len(samples), results)
+    report = evaluate(args.model, args.data_file, adapter=args.adapter, state=args.state,
+                      base=args.base, compare=args.compare, lora_alpha=args.lora_alpha,
+                      device=args.device, op=args.op, train_config=args.train_config,
+                      settings={f.name: getattr(args, f.name) for f in eval_flags()
+                                if hasattr(args, f.name)},
+                      progress=bool(args.progress) and not args.json)
+    _print(args, report)
     return 0
 
 
-def _print(args, cfg, dcfg, n_samples: int, results: dict) -> None:
-    main = results.get("adapted") or results["base"]
+def _print(args, report) -> None:
+    main, results, dcfg, n_samples = report.main, report.results, report.data, report.n_samples
     if args.json:
         out = {**main.as_dict(), "samples": n_samples, "model": args.model, "adapter": args.adapter,
                "state": args.state, "data_file": args.data_file, "data_type": dcfg.data_type,

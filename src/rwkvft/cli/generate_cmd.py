@@ -1,14 +1,9 @@
-"""`rwkvft generate`: sample text from a model, streamed to stdout.
-
-The prompt goes through the model in one parallel pass; each new token then costs one RNN step
-through the carried state (no re-reading of the prompt).
-"""
+"""`rwkvft generate`: sample text from a model, streamed to stdout (rwkvft.generate does it)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,77 +30,14 @@ def _ranges():
             "seed": Range(0, 2**63 - 1)}
 
 
-def _check(args) -> None:
-    from ..config import check_ranges
-    check_ranges(vars(args), _ranges())
-    try:
-        args.prompt.encode("utf-8")
-    except UnicodeEncodeError as e:  # argv bytes that are not UTF-8 arrive as lone surrogates
-        raise UserError(f"--prompt is not valid UTF-8 text (a byte that is not UTF-8 at "
-                        f"character {e.start}); pass the prompt in UTF-8") from None
-
-
-def sample(logits, temperature: float, top_p: float, generator):
-    """One token id from logits (V,): greedy at temperature 0, else nucleus sampling."""
-    import torch
-    if temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_p, order = torch.sort(probs, descending=True)
-    # keep the smallest prefix whose mass reaches top_p (the token that crosses it included)
-    keep = (torch.cumsum(sorted_p, dim=-1) - sorted_p) < top_p
-    sorted_p = sorted_p * keep
-    choice = torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=generator)
-    return int(order[choice])
-
-
-def stream_tokens(model, prompt_ids: list[int], max_tokens: int, temperature: float = 1.0,
-                  top_p: float = 0.85, seed: int = 0):
-    """Yield (token_id, logits it was sampled from) until max_tokens or token 0 (end of text)."""
-    import torch
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        # one parallel pass over the prompt; then one RNN step per token through the state
-        # (the WKV dispatcher runs one-token calls through the plain recurrence)
-        logits, state = model(torch.tensor([prompt_ids]), return_state=True)
-        for _ in range(max_tokens):
-            last = logits[0, -1]
-            token = sample(last, temperature, top_p, gen)
-            if token == 0:
-                return
-            yield token, last
-            logits, state = model(torch.tensor([[token]]), state, return_state=True)
-
-
-def _load(model_path, adapter_path, lora_alpha):
-    from ..models import load_model, model_from_state_dict
-    if adapter_path is None:
-        return load_model(model_path)
-    from ..checkpoint import read_state_dict
-    from ..checkpoint.merge import merge_adapter_file
-    merged, _, _ = merge_adapter_file(read_state_dict(model_path), adapter_path, lora_alpha)
-    return model_from_state_dict(merged)
-
-
 def run(args: argparse.Namespace) -> int:
-    _check(args)
-    from ..data.tokenizer import WorldTokenizer
-    tokenizer = WorldTokenizer()
-    model = _load(args.model, args.adapter, args.lora_alpha)
-    if args.state:
-        from .. import set_state
-        set_state(model, args.state)
-    model.set_runtime(op=args.op)
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise UserError(f"generate needs a World-vocabulary model (vocab {tokenizer.vocab_size}); "
-                        f"{args.model} has vocab {model.config.vocab_size}")
-    # an empty prompt starts from the end-of-document token, as a fresh document would
-    prompt_ids = tokenizer.encode(args.prompt) or [0]
-    decoder = tokenizer.stream_decoder()
-    for token, _ in stream_tokens(model, prompt_ids, args.max_tokens, args.temperature,
-                                  args.top_p, args.seed):
-        sys.stdout.write(decoder.push(token))
-        sys.stdout.flush()
-    sys.stdout.write(decoder.flush() + "\n")
+    from ..config import check_ranges
+    from ..generation import check_prompt, generate
+    check_ranges(vars(args), _ranges())
+    check_prompt(args.prompt)
+    generate(args.model, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+             top_p=args.top_p, seed=args.seed, adapter=args.adapter, state=args.state,
+             lora_alpha=args.lora_alpha, op=args.op, out=sys.stdout)
+    sys.stdout.write("\n")
     sys.stdout.flush()
     return 0

@@ -23,7 +23,7 @@ import torch
 
 from ..adapters import AdapterConfig, PeftMethod
 from ..config import TrainConfig
-from ..data.from_flags import data_config
+from ..config.data_config import data_config
 from ..errors import UserError
 from ..utils import atomic_path
 from . import nodes, safety
@@ -126,13 +126,10 @@ def prepare_proj_dir(cfg: TrainConfig) -> None:
 
 def resolve_hardware(cfg: TrainConfig) -> tuple[str, str]:
     """(lightning accelerator, lightning precision) with clear errors for mismatches."""
-    acc = {"cuda": "gpu"}.get(cfg.accelerator, cfg.accelerator)
-    if acc == "auto":
-        acc = "gpu" if torch.cuda.is_available() else "cpu"
-    if acc == "gpu" and not torch.cuda.is_available():
-        raise UserError("--accelerator gpu but no CUDA GPU is visible; use --accelerator cpu")
+    from ..hardware import resolve_device
+    hw = resolve_device(cfg.accelerator, cfg.precision)
     if cfg.strategy.startswith("deepspeed"):
-        if acc == "cpu":
+        if not hw.on_gpu:
             raise UserError(f"--strategy {cfg.strategy} needs NVIDIA GPUs; on CPU use "
                             f"--strategy ddp (or auto for one process)")
         try:
@@ -140,15 +137,7 @@ def resolve_hardware(cfg: TrainConfig) -> tuple[str, str]:
         except ImportError:
             raise UserError(f"--strategy {cfg.strategy} needs DeepSpeed: "
                             f"pip install 'rwkvft[deepspeed]'") from None
-    precision = cfg.precision or ("bf16" if acc == "gpu" else "fp32")
-    if precision == "fp16" and acc == "cpu":
-        raise UserError("--precision fp16 needs a GPU; on CPU use fp32 (or bf16, which is slow on CPU)")
-    if precision == "tf32":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    lightning_precision = {"fp32": "32-true", "tf32": "32-true", "bf16": "bf16-mixed",
-                           "fp16": "16-mixed"}[precision]
-    return acc, lightning_precision
+    return hw.accelerator, hw.lightning_precision
 
 
 def check_op_name(op: str, acc: str) -> None:
