@@ -6,7 +6,6 @@ through the carried state (no re-reading of the prompt).
 from __future__ import annotations
 
 import contextlib
-import sys
 
 import torch
 
