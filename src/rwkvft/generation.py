@@ -70,6 +70,9 @@ def generate(model, prompt: str, max_tokens: int = 100, temperature: float = 1.0
     what = model if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else "the model"
     if not isinstance(model, torch.nn.Module):
         model = assemble_model(model, adapter=adapter, state=state, lora_alpha=lora_alpha)
+    elif adapter is not None or state is not None:
+        raise TypeError("adapter/state go with a checkpoint path; for a model object, assemble "
+                        "it with rwkvft.load_model(path, adapter=..., state=...) first")
     model.set_runtime(op=op)
     require_world_vocab(model.config.vocab_size, "generate", str(what))
     # an empty prompt starts from the end-of-document token, as a fresh document would
