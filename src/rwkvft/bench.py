@@ -218,7 +218,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     from .training.infctx import chunk_len
     from .training.loss import batch_loss
     from .training.model_prep import prepare_model
-    from .training.run import check_op_name
+    from .training.execution import check_op_name
 
     check(cfg)
     hw = resolve_device(cfg.accelerator, cfg.precision, precisions=PRECISIONS)
