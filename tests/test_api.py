@@ -98,3 +98,18 @@ def test_generate_is_the_cli_loop(lora_run, capsys):
     assert main(["generate", "--model", str(base), "--adapter", str(adapter), "--prompt", "Hello",
                  "--max_tokens", "5", "--temperature", "0"]) == 0
     assert capsys.readouterr().out == text + "\n"
+
+
+def test_generate_and_eval_read_device_through_the_one_resolver(make_checkpoint, capsys, tmp_path):
+    import numpy as np
+    from rwkvft.cli import main
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    base = make_checkpoint(n_layer=2, n_embd=64, vocab_size=65536, seed=3)
+    data = tmp_path / "t.npy"
+    np.save(data, np.arange(1, 40, dtype=np.int64))
+    for cmd in (["generate", "--model", str(base), "--prompt", "a"],
+                ["eval", "--model", str(base), "--data_file", str(data), "--ctx_len", "16"]):
+        assert main([*cmd, "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == "rwkvft: error: --device cuda but no CUDA GPU is visible; use --device cpu"

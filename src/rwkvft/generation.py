@@ -61,25 +61,31 @@ def greedy(model, ids: list[int], max_tokens: int, device="cpu", forward_context
 
 def generate(model, prompt: str, max_tokens: int = 100, temperature: float = 1.0,
              top_p: float = 0.85, seed: int = 0, adapter=None, state=None,
-             lora_alpha: float | None = None, op: str = "chunked", out=None) -> str:
+             lora_alpha: float | None = None, op: str = "chunked", device: str = "cpu",
+             out=None) -> str:
     """Continue `prompt` with `model` (a checkpoint path, or a model from assemble_model);
-    the text is streamed to `out` (a file object) as it is decoded, and returned."""
+    the text is streamed to `out` (a file object) as it is decoded, and returned. `device`:
+    cpu, cuda or cuda:N (fp32 weights)."""
     from .assembly import assemble_model
     from .data.tokenizer import WorldTokenizer
+    from .hardware import resolve_device
+    hw = resolve_device(device, "fp32", flag="--device")
     tokenizer = WorldTokenizer()
     what = model if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else "the model"
     if not isinstance(model, torch.nn.Module):
-        model = assemble_model(model, adapter=adapter, state=state, lora_alpha=lora_alpha)
+        model = assemble_model(model, adapter=adapter, state=state, lora_alpha=lora_alpha,
+                               device=hw.device)
     elif adapter is not None or state is not None:
         raise TypeError("adapter/state go with a checkpoint path; for a model object, assemble "
                         "it with rwkvft.load_model(path, adapter=..., state=...) first")
-    model.set_runtime(op=op)
+    model.to(hw.device).set_runtime(op=op)
     require_world_vocab(model.config.vocab_size, "generate", str(what))
     # an empty prompt starts from the end-of-document token, as a fresh document would
     prompt_ids = tokenizer.encode(prompt) or [0]
     decoder = tokenizer.stream_decoder()
     pieces = []
-    for token, _ in stream_tokens(model, prompt_ids, max_tokens, temperature, top_p, seed):
+    for token, _ in stream_tokens(model, prompt_ids, max_tokens, temperature, top_p, seed,
+                                  device=hw.device):
         pieces.append(decoder.push(token))
         _write(out, pieces[-1])
     pieces.append(decoder.flush())

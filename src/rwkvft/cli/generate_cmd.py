@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     parser.add_argument("--top_p", type=float, default=0.85, help="nucleus sampling mass, in (0, 1]")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same text")
-    parser.add_argument("--op", default="chunked", help="WKV op: chunked (CPU) or reference")
+    parser.add_argument("--op", default="chunked", help="WKV op: chunked (CPU) or reference; cuda/fla on GPU")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--adapter", default=None,
                         help="adapter file (rwkv-N.pth from training) merged in memory first")
     parser.add_argument("--state", default=None, metavar="FILE",
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     check_prompt(args.prompt)
     generate(args.model, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
              top_p=args.top_p, seed=args.seed, adapter=args.adapter, state=args.state,
-             lora_alpha=args.lora_alpha, op=args.op, out=sys.stdout)
+             lora_alpha=args.lora_alpha, op=args.op, device=args.device,
+             out=sys.stdout)
     sys.stdout.write("\n")
     sys.stdout.flush()
     return 0
