@@ -112,3 +112,15 @@ def test_generate_and_eval_read_device_through_the_one_resolver(make_checkpoint,
         assert main([*cmd, "--device", "cuda"]) == 2
         err = capsys.readouterr().err
         assert err.strip() == "rwkvft: error: --device cuda but no CUDA GPU is visible; use --device cpu"
+
+
+def test_the_recipe_refuses_eval_tasks_without_its_scorer(tmp_path):
+    # --eval_tasks' scorer lives a layer above training (evaluation/during_training.py); rwkvft.train
+    # hands it to the recipe as a save hook, and the recipe alone refuses the flag, never ignores it
+    from rwkvft.config import TrainConfig
+    from rwkvft.training.run import train
+    cfg = TrainConfig(load_model="m.pth", data_file="d.npy", eval_tasks="hellaswag",
+                      proj_dir=str(tmp_path / "run"))
+    with pytest.raises(UserError, match=r"^--eval_tasks needs its scorer: call rwkvft.train"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
