@@ -106,12 +106,26 @@ def test_compiled_with_a_quantized_base():
 
 
 def test_inductor_equals_eager():
-    """The real backend: inductor's generated C++ (gcc) for RWKV-7 with MiSS."""
+    """The real backend: inductor's generated C++ (gcc) for RWKV-7 with MiSS. Logits and loss
+    within 1e-5 of eager; each gradient within 1e-5, or, where inductor's reordered fp32
+    reductions move a layer-0 gradient further, no further from the fp64 gradient than eager
+    fp32 itself is, to a factor of 4 (blocks.0.att.receptance.miss: 4e-5 against eager)."""
     if cannot_compile("cpu"):
         pytest.skip(cannot_compile("cpu"))
     eager, compiled = _pair("x070", "miss", {"r": 8}, backend="inductor")
+    exact = copy.deepcopy(eager).double()
     idx = torch.randint(0, VOCAB, (1, 16), generator=torch.Generator().manual_seed(6))
-    _compare(eager, compiled, idx)
+    le, loss_e, ge = _step(eager, idx)
+    lc, loss_c, gc = _step(compiled, idx)
+    _, _, g64 = _step(exact, idx)
+    assert rel_err(lc, le) <= TOL
+    assert float(abs(loss_c - loss_e)) <= TOL * float(abs(loss_e))
+    assert set(gc) == set(ge) == set(g64) and ge
+    for n in ge:
+        assert ge[n].abs().max() > 0, n
+        fp32_noise = rel_err(ge[n], g64[n])
+        assert rel_err(gc[n], ge[n]) <= TOL or rel_err(gc[n], g64[n]) <= 4 * fp32_noise, \
+            (n, rel_err(gc[n], ge[n]), rel_err(gc[n], g64[n]), fp32_noise)
 
 
 def test_zero3_runs_eagerly_with_one_note():
