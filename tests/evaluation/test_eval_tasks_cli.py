@@ -1,33 +1,16 @@
-"""`rwkvft eval --tasks` (scores, --compare on the demo's adapter, --json, errors) and
-`lm_eval --model rwkvft` through lm-eval's own command line."""
+"""`rwkvft eval --tasks` (scores, --compare on the demo's adapter, --json, errors); the plain
+`lm_eval --model rwkvft` is in test_lm_eval_console.py."""
 from __future__ import annotations
 
 import json
 import sys
-import tomllib
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("lm_eval")  # the eval extra; in [test], so CI has it (tests/test_gpu_collection.py)
 
-from eval_helpers import MC_DOCS, write_tasks
+from eval_helpers import MC_DOCS
 from rwkvft.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tasks_dir(tmp_path_factory):
-    return write_tasks(tmp_path_factory.mktemp("lmeval_cli"))
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo's tiny World-vocabulary base and its trained MiSS adapter (short run)."""
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--epoch_steps", "6", "--n_embd", "64"]) == 0
-    return out / "demo-base.pth", sorted((out / "run").glob("rwkv-*.pth"))[-1]
 
 
 def _one_error(capsys, argv, *words):
@@ -62,38 +45,6 @@ def test_compare_prints_base_and_adapter_scores(demo, tasks_dir, capsys):
     text = capsys.readouterr().out
     assert "base" in text and "adapted" in text and "change" in text
     assert any(line.startswith("h28_mc") and "acc" in line for line in text.splitlines())
-
-
-def test_lm_eval_command_line_runs_the_rwkvft_model(demo, tasks_dir, tmp_path, monkeypatch, capsys):
-    import lm_eval.__main__ as lm_main
-    from lm_eval.api.registry import get_model
-
-    from rwkvft.evaluation.harness import RwkvLM   # importing registers the model
-    assert get_model("rwkvft") is RwkvLM
-    base, adapter = demo
-    monkeypatch.setattr(sys, "argv", [
-        "lm_eval", "run", "--model", "rwkvft", "--model_args", f"pretrained={base},adapter={adapter}",
-        "--tasks", "h28_mc", "--include_path", str(tasks_dir), "--device", "cpu",
-        "--output_path", str(tmp_path / "out")])
-    lm_main.cli_evaluate()
-    written = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
-    capsys.readouterr()
-    assert main(["eval", "--model", str(base), "--adapter", str(adapter), "--tasks", "h28_mc",
-                 "--include_path", str(tasks_dir), "--json"]) == 0
-    ours = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert written["results"]["h28_mc"]["acc,none"] == ours["results"]["adapted"]["h28_mc"]["acc"]["value"]
-
-
-def test_pyproject_declares_the_lm_eval_plugin_and_the_extra():
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    target = meta["entry-points"]["lm_eval.models"]["rwkvft"]
-    module, name = target.split(":")
-    import importlib
-    from lm_eval.api.registry import get_model
-    assert getattr(importlib.import_module(module), name) is get_model("rwkvft")
-    extras = meta["optional-dependencies"]
-    assert any(d.startswith("lm-eval") for d in extras["eval"]) and extras["lm_eval"] == extras["eval"]
-    assert any(d.startswith("lm-eval") for d in extras["test"])
 
 
 def test_bad_input_gets_one_error_line(demo, tasks_dir, tmp_path, capsys):
