@@ -63,3 +63,16 @@ def greedy_text(model, tokenizer, prompt: list[int], n: int) -> list[int]:
                 break
             ids.append(nxt)
     return ids[len(prompt):]
+
+
+def mc_hits(model, tokenizer) -> list[float]:
+    """Per document of MC_DOCS: 1.0 when the choice with the highest direct log-likelihood is the
+    label (the h28_mc task's prompt and lm-eval's " " target delimiter)."""
+    hits = []
+    for doc in MC_DOCS:
+        context = f"Question: {doc['question']}\nAnswer:"
+        ctx = tokenizer.encode(context)
+        lls = [direct_logprob(model, ctx, tokenizer.encode(context + " " + c)[len(ctx):])[0]
+               for c in doc["choices"]]
+        hits.append(float(max(range(len(lls)), key=lls.__getitem__) == doc["label"]))
+    return hits
