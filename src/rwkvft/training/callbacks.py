@@ -203,10 +203,21 @@ def _ppl(loss: float) -> float:
 
 def plot_losses(proj_dir: Path) -> None:
     """Draw loss.png from loss.jsonl (per-step loss and a moving average)."""
+    fig = loss_figure(proj_dir)
+    if fig is None:
+        return
+    import matplotlib.pyplot as plt
+    with atomic_path(Path(proj_dir) / "loss.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def loss_figure(proj_dir: Path):
+    """The matplotlib figure of loss.png, or None while loss.jsonl has no training row."""
     rows = []
     path = Path(proj_dir) / "loss.jsonl"
     if not path.exists():
-        return
+        return None
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             rows.append(json.loads(line))
@@ -216,7 +227,7 @@ def plot_losses(proj_dir: Path) -> None:
     tasks = [r for r in rows if r.get("kind") == "tasks"]
     rows = [r for r in rows if r.get("kind", "train") == "train"]
     if not rows:
-        return
+        return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -232,21 +243,23 @@ def plot_losses(proj_dir: Path) -> None:
     if val:  # the validation curve (--val_file / --val_split)
         ax.plot([r["step"] for r in val], [r["loss"] for r in val], color="#d9480f", marker="o",
                 markersize=3.5, linewidth=1.5, label="validation loss")
-    if tasks:
-        _plot_task_scores(ax, tasks)
+    twins = [_plot_task_scores(ax, tasks)] if tasks else []
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(f"{Path(proj_dir).name}: training loss" + (" and validation loss" if val else ""))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
-    _plot_preference_accuracy(ax, rows, val)
+    twins += _plot_preference_accuracy(ax, rows, val, legend="lower right" if twins else "upper right")
+    if len(twins) == 2:  # task scores and preference accuracy: the second axis further out
+        twins[1].spines["right"].set_position(("outward", TWIN_OFFSET_PT))
     fig.tight_layout()
-    with atomic_path(Path(proj_dir) / "loss.png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    return fig
 
 
-def _plot_task_scores(ax, rows: list[dict]) -> None:
+TWIN_OFFSET_PT = 62   # clears the first right-hand axis's tick labels and its label
+
+
+def _plot_task_scores(ax, rows: list[dict]):
     """--eval_tasks scores of each save, on a second axis (scores, not losses)."""
     twin = ax.twinx()
     for key in sorted({k for r in rows for k in r.get("scores", {})}):
@@ -255,13 +268,14 @@ def _plot_task_scores(ax, rows: list[dict]) -> None:
                   linewidth=1.2, linestyle="--", label=key)
     twin.set_ylabel("task score")
     twin.legend(loc="upper right", fontsize=8)
+    return twin
 
 
-def _plot_preference_accuracy(ax, rows: list[dict], val: list[dict]) -> None:
+def _plot_preference_accuracy(ax, rows: list[dict], val: list[dict], legend: str) -> list:
     """Preference runs: rewards/accuracies (train, and validation) on a second axis."""
     key = "rewards/accuracies"
     if not any(key in r for r in rows):
-        return
+        return []
     acc = ax.twinx()
     acc.set_ylim(0, 1.02)
     acc.set_ylabel("preference accuracy")
@@ -270,7 +284,8 @@ def _plot_preference_accuracy(ax, rows: list[dict], val: list[dict]) -> None:
     if any(key in r for r in val):
         acc.plot([r["step"] for r in val if key in r], [r[key] for r in val if key in r],
                  color="#5c940d", marker="s", markersize=3.5, linewidth=1.5, label="validation accuracy")
-    acc.legend(loc="upper right")
+    acc.legend(loc=legend)
+    return [acc]
 
 
 def truncate_loss_log(proj_dir: Path, last_step: int) -> int:
