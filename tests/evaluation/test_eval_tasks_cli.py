@@ -64,6 +64,9 @@ def test_bad_input_gets_one_error_line(demo, tasks_dir, tmp_path, capsys):
     _one_error(capsys, common + ["--tasks", "h28_mc", "--limit", "0"], "--limit")
     _one_error(capsys, common + ["--tasks", "h28_mc", "--apply_chat_template"], "chat template")
     _one_error(capsys, common + ["--tasks", " , "], "--tasks")
+    _one_error(capsys, common + ["--tasks", "h28_mc", "--num_fewshot", "-1"], "--num_fewshot")
+    _one_error(capsys, ["eval", "--model", str(base), "--tasks", "h28_mc", "--include_path",
+                        str(tmp_path / "no_such_folder")], "--include_path", "does not exist")
     _one_error(capsys, ["eval", "--model", str(base)], "--data_file", "--tasks")
     # a task whose data is on the Hugging Face hub, with no network to fetch it
     hub = tmp_path / "hub"
