@@ -30,8 +30,8 @@ def register(registry_module) -> None:
 
 
 class _RegisterAfterExec:
-    """Loader wrapper: runs the registry module, then register(); every other attribute is the
-    real loader's (module.__loader__ stays usable for inspect/linecache)."""
+    """Loader wrapper: runs the registry module, hands the module its real loader back, then
+    register(); any other attribute asked of it meanwhile is the real loader's."""
 
     def __init__(self, loader):
         self._loader = loader
@@ -44,6 +44,8 @@ class _RegisterAfterExec:
 
     def exec_module(self, module) -> None:
         self._loader.exec_module(module)
+        module.__loader__ = module.__spec__.loader = self._loader   # the module keeps the real one
+        uninstall()
         try:
             register(module)
         except Exception as e:  # an lm-eval we do not know must still run its own models
@@ -53,14 +55,15 @@ class _RegisterAfterExec:
 
 
 class _WatchRegistry:
-    """A meta path finder that answers for lm-eval's registry only, once: it finds the real spec
-    through the other finders and wraps its loader."""
+    """A meta path finder that answers for lm-eval's registry only: it finds the real spec through
+    the other finders and wraps its loader; it leaves sys.meta_path once the registry has run."""
 
     def find_spec(self, name, path=None, target=None):
         if name != REGISTRY:
             return None
-        uninstall()
         for finder in sys.meta_path:
+            if isinstance(finder, _WatchRegistry):
+                continue
             find = getattr(finder, "find_spec", None)
             spec = find(name, path, target) if find else None
             if spec is not None and spec.loader is not None:
