@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("lm_eval")  # the eval extra; in [test], so CI has it (tests/test_gpu_collection.py)
 
-from eval_helpers import MC_DOCS, mc_hits
+from eval_helpers import MC_DOCS, demo, mc_hits, tasks_dir  # noqa: F401  (fixtures)
 from rwkvft.cli import main
 
 

@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("lm_eval")  # the eval extra; in [test], so CI has it (tests/test_gpu_collection.py)
 
+from eval_helpers import demo, tasks_dir  # noqa: F401  (fixtures)
 from rwkvft.cli import main
 from rwkvft.evaluation import lm_eval_plugin
 
