@@ -17,13 +17,13 @@ PTH_LINE = "import rwkvft.evaluation.lm_eval_plugin\n"
 class build_py_with_pth(build_py):
     def run(self):
         super().run()
+        roots = [self.build_lib]
         if self.editable_mode:
-            root = self.get_finalized_command("install").install_lib
-        else:
-            root = self.build_lib
-        os.makedirs(root, exist_ok=True)
-        with open(os.path.join(root, PTH_NAME), "w", encoding="utf-8") as f:
-            f.write(PTH_LINE)
+            roots.append(self.get_finalized_command("install").install_lib)
+        for root in roots:
+            os.makedirs(root, exist_ok=True)
+            with open(os.path.join(root, PTH_NAME), "w", encoding="utf-8") as f:
+                f.write(PTH_LINE)
 
     def get_outputs(self, include_bytecode=True):
         return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH_NAME)]
