@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tomllib
 import zipfile
 from pathlib import Path
@@ -35,14 +34,27 @@ def _copy_project(dest: Path) -> Path:
 
 
 def _venv(path: Path, *pip_args: str) -> Path:
-    """A venv over this interpreter's site-packages, with rwkvft installed by `pip install ARGS`
-    (offline: no index, no build isolation). Returns its python."""
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)],
-                   check=True)
+    """A venv that also sees this interpreter's site-packages (torch, lm-eval, setuptools; as
+    path entries, so their .pth files, e.g. a development install of rwkvft, do not run there),
+    with rwkvft installed by `pip install ARGS` (offline: no index, no build isolation).
+    Not --system-site-packages: run from a venv, that would be the base interpreter's."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
     python = path / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True, env=_env()).stdout.strip()
+    ours = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()]
+    (Path(site) / "_outer_site.pth").write_text("".join(p + "\n" for p in ours))
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
                     "--no-index", "--no-build-isolation", *pip_args], check=True, env=_env())
     return python
+
+
+def _console_script(name: str) -> Path:
+    """The console script pip wrote for lm-eval (from its install record: wherever it lives)."""
+    from importlib.metadata import distribution
+    found = [f.locate() for f in distribution("lm_eval").files or [] if f.name == name]
+    assert found, f"lm-eval's {name} console script is not in its install record"
+    return Path(found[0]).resolve()
 
 
 def _env() -> dict:
@@ -93,7 +105,7 @@ def test_installed_package_registers_the_model_lazily(install, request):
 def test_lm_eval_console_script_scores_like_rwkvft_eval(wheel_python, demo, tasks_dir, tmp_path, capsys):
     """The real `lm_eval` script (pip's console-script file of lm-eval, run by the venv's python)
     scores base + adapter on a local task exactly as `rwkvft eval --tasks` does."""
-    script = Path(sysconfig.get_path("scripts")) / "lm_eval"
+    script = _console_script("lm_eval")
     base, adapter = demo
     run = subprocess.run([str(wheel_python), str(script), "run", "--model", "rwkvft",
                           "--model_args", f"pretrained={base},adapter={adapter}", "--tasks", "h28_mc",
