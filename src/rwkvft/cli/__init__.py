@@ -40,17 +40,31 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every optional flag's help names its default (unless the text already does): `rwkvft
+    train`'s declared flags write theirs (config.flag), the others' come from argparse."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or action.required or "default" in text
+                or action.default is argparse.SUPPRESS or isinstance(action, argparse._HelpAction)):
+            return text
+        from ..config.flag import shown_default
+        return f"{text} (default: {shown_default(action.default)})".replace("%", "%%")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="rwkvft",
+        prog="rwkvft", formatter_class=_HelpWithDefaults,
         description="Fine-tune RWKV language models with parameter-efficient methods.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=_HelpWithDefaults)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show full tracebacks on errors")
+                       help="show full tracebacks on errors (default: off)")
         if name == command:  # only the chosen command's module is imported
             importlib.import_module(module).add_arguments(p)
     return parser

@@ -11,11 +11,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from .. import train
     from ..config import resolve_config
-    from ..training.run import train
 
-    cfg = resolve_config(args)
-    result = train(cfg)
+    result = train(resolve_config(args))
     if result.adapters:
         print(f"adapter: {result.adapters[-1]}")
     if result.merged:
