@@ -34,9 +34,8 @@ def test_compare_prints_base_and_adapter_scores(demo, tasks_dir, capsys):
     # paired by document, by hand: per-document correctness of each model from direct log-likelihoods
     from rwkvft import load_model
     from rwkvft.data.tokenizer import WorldTokenizer
-    from rwkvft.evaluation.harness import assemble
     tok = WorldTokenizer()
-    hb, ha = mc_hits(load_model(base), tok), mc_hits(assemble(base, adapter), tok)
+    hb, ha = mc_hits(load_model(base), tok), mc_hits(load_model(base, adapter=adapter), tok)
     assert (b["value"], a["value"]) == (pytest.approx(sum(hb) / 8), pytest.approx(sum(ha) / 8))
     d = [x - y for x, y in zip(ha, hb)]
     mean = sum(d) / len(d)
