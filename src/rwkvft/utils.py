@@ -92,19 +92,24 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return a.resolve() == b.resolve()
 
 
-class _DropTips(logging.Filter):
-    """Lightning's start-up adverts ("💡 Tip: ... litlogger / litmodels")."""
+def bar_disabled(progress: bool):
+    """tqdm's `disable=` for a bar the caller wants shown: None lets tqdm turn it off when stderr
+    is no terminal (a bar there writes one endless carriage-return line into the log)."""
+    return None if progress else True
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in record.getMessage()
 
-
-_DROP_TIPS = _DropTips()
+# Libraries whose warnings are written for their own developers, not for ours (torch's
+# deprecations inside Lightning, Lightning's advice on its own settings): `--debug` shows them.
+_LIBRARIES = (r"(lightning|lightning_fabric|pytorch_lightning|torch|deepspeed|transformers|peft|"
+              r"datasets|bitsandbytes|triton|fla|lm_eval|trl)(\..*)?$")
 
 
 def quiet_library_noise() -> None:
     """Hide library messages that are noise to our users on every run (`--debug` keeps them):
-    Lightning's litlogger/litmodels tips and its torch pytree LeafSpec deprecation warning."""
+    the libraries' warnings, Lightning's start-up lines (GPU/TPU available, distributed set-up,
+    tips) and its "`Trainer.fit` stopped" line. Our own lines are prints, not logging."""
     warnings.filterwarnings("ignore", message=re.escape("`isinstance(treespec, LeafSpec)` is deprecated"))
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DROP_TIPS)
+    warnings.filterwarnings("ignore", module=_LIBRARIES)
+    # Lightning gives its loggers INFO handlers of their own at import; only this global
+    # switch keeps their records below WARNING away (rwkvft itself prints, it does not log).
+    logging.disable(logging.INFO)

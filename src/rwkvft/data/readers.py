@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..utils import require_file
+from ..utils import bar_disabled, require_file
 from .binidx import BinIdx, strip_suffix
 from .formats import RecordError, Roles, record_segments
 from .pipeline import (Chunk, Options, Stats, _jsonl_task, _text_task, default_workers, encode_records,
@@ -86,7 +86,7 @@ def _concat(chunks: list[Chunk], source: str, stats: Stats) -> Corpus:
 def _collect(fn, tasks, workers: int, progress: bool, total: int, what: str) -> tuple[list[Chunk], Stats]:
     from tqdm import tqdm
     chunks, stats = [], Stats()
-    with tqdm(total=total, unit="B", unit_scale=True, disable=not progress, desc=f"tokenizing {what}") as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, disable=bar_disabled(progress), desc=f"tokenizing {what}") as bar:
         for c in run_tasks(fn, tasks, workers):
             chunks.append(c)
             stats.add(c)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +28,7 @@ from ..utils import atomic_path
 from . import ds, nodes, resume_rules, runlock, safety
 from .model_prep import prepare_model, quant_device
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
+from .console import console_callbacks, share_cpu_cores
 from .interrupt import Interrupted, StopRequest
 from .module import FineTuneModule, NonFiniteLoss, total_optimizer_steps
 from .steps import ResumableData, StepEvents, budget_steps, silence_mid_epoch_resume_warning
@@ -337,7 +337,7 @@ class AdapterSaver:
         if not track:
             return path
         self.saved.append(path)
-        self.log.line(f"saved {path}")
+        self.log.say(f"saved {path}")
         if self.sampler is not None and self.module is not None:
             self._write_samples(path)
         if self.task_scorer is not None and self.module is not None:   # --eval_tasks
@@ -410,17 +410,18 @@ def build_trainer(plan: Plan, model, trainable, dataset, val_samples, saver: Ada
                  else make_validator(cfg, val_samples, saver, log, plan.rank0))
     stop = StopRequest()
     events = StepEvents(cfg, log, save_cb, data, offset, validator, stop, budget_steps(cfg, plan.world))
+    bar, console = console_callbacks(cfg, metrics, offset, events.per_epoch, events.budget)
     trainer = L.Trainer(
         accelerator=plan.acc, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
         precision=plan.precision, max_epochs=cfg.epoch_count,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.grad_clip or None, logger=_loggers(cfg, plan.proj),
-        enable_checkpointing=False, enable_progress_bar=cfg.progress,
+        enable_checkpointing=False, enable_progress_bar=bar,
         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
-        callbacks=[metrics, events, save_cb], default_root_dir=str(plan.proj),
+        callbacks=[metrics, *console, events, save_cb], default_root_dir=str(plan.proj),
     )
     if plan.acc == "cpu" and cfg.devices > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
+        share_cpu_cores(cfg.devices, plan.rank0)
     return TrainerParts(trainer, module, data, events, stop, validator)
 
 
@@ -535,7 +536,7 @@ def _write_run_header(plan: Plan, log, mcfg, model, trainable, op, notes) -> Non
     print(summary)
     for note in notes:
         if note:
-            log.line(note)
+            log.say(note)  # the data summary and skipped records: console too
     if plan.method.full_model and acc == "gpu":
         warning = memory_note(sum(p.numel() for p in model.parameters()), cfg.strategy)
         log.line(warning)
