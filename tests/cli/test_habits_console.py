@@ -134,12 +134,13 @@ def test_fmt_duration():
 
 
 def test_console_callbacks_pick_bar_or_plain_lines():
-    metrics = SimpleNamespace(last_row={})
+    metrics = SimpleNamespace(last_row={}, runlog=None)
     bar, cbs = console_callbacks(_cfg(), metrics, 0, 10, None, terminal=True)
     assert bar and any(type(c).__name__ == "RunEtaBar" for c in cbs)
     bar, cbs = console_callbacks(_cfg(), metrics, 0, 10, None, terminal=False)
     assert not bar and any(isinstance(c, PlainProgress) for c in cbs)
-    assert console_callbacks(_cfg(progress=False), metrics, 0, 10, None, terminal=False) == (False, [])
+    bar, cbs = console_callbacks(_cfg(progress=False), metrics, 0, 10, None, terminal=False)
+    assert not bar and [type(c).__name__ for c in cbs] == ["ZeroGradWatch"]
 
 
 def test_bar_metrics_carry_the_run_eta_and_readable_numbers(monkeypatch):

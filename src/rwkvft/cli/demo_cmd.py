@@ -73,7 +73,7 @@ def run(args) -> int:
     _fresh_out(out, args.force)
     base = out / "demo-base.pth"
     print(f"[1/4] initialising a tiny RWKV-7 (L{args.n_layer} C{args.n_embd}, vocab 65536) -> {base}")
-    write_state_dict(init_state_dict(new_config(args.n_layer, args.n_embd), seed=args.seed), base)
+    write_state_dict(init_state_dict(new_config(args.n_layer, args.n_embd), seed=args.seed, trainable=True), base)
     data = out / "chat.jsonl"
     shutil.copyfile(SAMPLE_JSONL, data)
     print(f"[2/4] sample data: {data} ({sum(1 for _ in open(data, encoding='utf-8'))} conversations)")

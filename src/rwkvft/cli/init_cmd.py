@@ -1,4 +1,5 @@
-"""`rwkvft init`: write a freshly initialised RWKV-7 checkpoint (official init, bf16)."""
+"""`rwkvft init`: write a freshly initialised RWKV-7 checkpoint (bf16): the official init with
+small att.output / ffn.value weights so every method trains (models/init.py), or --official."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same file")
     parser.add_argument("--out", required=True, help="output .pth (or .safetensors)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    parser.add_argument("--official", action="store_true",
+                        help="the exact official init, att.output and ffn.value all zeros (state "
+                             "tuning cannot train such a model; by default they get small "
+                             "orthogonal weights so that every method can)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,11 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from ..formats import write_state_dict
     from ..models.init import init_state_dict, new_config
     cfg = new_config(args.n_layer, args.n_embd, args.vocab_size, args.head_size)
-    sd = init_state_dict(cfg, seed=args.seed)
+    sd = init_state_dict(cfg, seed=args.seed, trainable=not args.official)
     from .output_guard import writing_output
     with writing_output(out):  # stale temps of a killed init go; a full disk is one line
         write_state_dict(sd, out)
     n_params = sum(t.numel() for t in sd.values())
     print(f"wrote {out}: RWKV-7 L{cfg.n_layer} C{cfg.n_embd} V{cfg.vocab_size}, "
-          f"{n_params / 1e6:.2f}M parameters, bf16, seed {args.seed}")
+          f"{n_params / 1e6:.2f}M parameters, bf16, seed {args.seed}"
+          f"{', official init (zero att.output / ffn.value)' if args.official else ''}")
     return 0

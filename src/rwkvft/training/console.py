@@ -159,18 +159,47 @@ def progress_bar(clock: RunClock):
     return RunEtaBar()
 
 
+class ZeroGradWatch(L.Callback):
+    """Says so when every trainable tensor got exactly zero gradient in each of the first
+    `steps` optimizer steps: such a run trains nothing (e.g. state tuning on a model whose
+    att.output is all zeros, as the official init leaves it). Gradients that are not in
+    `.grad` (DeepSpeed ZeRO keeps its own) cannot be judged and say nothing."""
+
+    def __init__(self, runlog, steps: int = 3):
+        self.runlog, self.steps = runlog, steps
+        self.zero_steps = 0
+        self.done = False
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if self.done:
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.requires_grad and p.grad is not None]
+        if not grads or any(bool(g.ne(0).any()) for g in grads):
+            self.done = True   # something learns (or cannot be told): no more checks
+            return
+        self.zero_steps += 1
+        if self.zero_steps >= self.steps:
+            self.done = True
+            self.runlog.say(f"rwkvft: warning: every trainable tensor got exactly zero gradient in "
+                            f"each of the first {self.steps} steps, so this run learns nothing; a "
+                            f"model with all-zero att.output / ffn.value weights (the official init, "
+                            f"`rwkvft init --official`) cannot be state-tuned: start from a trained "
+                            f"model or from `rwkvft init` without --official")
+
+
 def console_callbacks(cfg, metrics, step_offset: int, per_epoch: int, budget: int | None,
                       terminal: bool | None = None) -> tuple[bool, list]:
     """(enable Lightning's progress bar?, callbacks to add after `metrics`) for a run.
 
-    `--progress 0` turns both the bar and the plain lines off."""
+    `--progress 0` turns both the bar and the plain lines off, not the zero-gradient notice."""
+    watch = [ZeroGradWatch(metrics.runlog)]
     if not cfg.progress:
-        return False, []
+        return False, watch
     terminal = sys.stdout.isatty() if terminal is None else terminal
     clock = RunClock(run_steps(cfg, per_epoch, budget), per_epoch)
     if terminal:
-        return True, [ClockCallback(clock), progress_bar(clock)]
-    return False, [ClockCallback(clock), PlainProgress(clock, metrics, step_offset)]
+        return True, [*watch, ClockCallback(clock), progress_bar(clock)]
+    return False, [*watch, ClockCallback(clock), PlainProgress(clock, metrics, step_offset)]
 
 
 def share_cpu_cores(devices: int, rank0: bool) -> None:
