@@ -97,6 +97,15 @@ def _os_error_line(e: OSError) -> str:
     return f"file system error on{where or ' a file'}: {e.strerror or quote(e)}"
 
 
+def _silence_stdout() -> None:
+    """After a broken pipe, the interpreter's final flush of stdout would fail again."""
+    import os
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by a test's capture
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_numbers(list(sys.argv[1:] if argv is None else argv))
     command = _command_in(argv)
@@ -120,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"rwkvft: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rwkvft inspect M | head -3`: the reader left, nothing is wrong
+        _silence_stdout()
+        return 141   # what a shell reports for a command stopped by SIGPIPE
     except OSError as e:  # disk full / read-only folder outside the places that check it
         if debug:
             traceback.print_exc()

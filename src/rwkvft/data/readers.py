@@ -108,6 +108,12 @@ def _nonempty(path: str, what: str) -> Path:
 
 def read_jsonl(o: ReadOptions) -> Corpus:
     p = _nonempty(o.data_file, "data_file")
+    from .sniff import sniff
+    if sniff(p) == "json array":   # `[{...}, {...}]`: one JSON document, not one record a line
+        corpus = read_record_list(_load_records(p), o, str(p))
+        corpus.stats.notes.append(f"{p.name} is one JSON array, not JSON Lines: its "
+                                  f"{corpus.stats.records} elements were read as records")
+        return corpus
     opts = Options(o.roles, o.text_field, o.sft_field, o.eod)
     chunks, stats = _collect(_jsonl_task, jsonl_tasks(p, opts), _workers(p, o.workers),
                              o.progress, p.stat().st_size, p.name)
@@ -125,7 +131,8 @@ def _load_records(p: Path) -> list:
     try:
         data = json.loads(p.read_bytes())
     except ValueError as e:
-        raise UserError(f"{p} is not valid JSON ({e}); use a .jsonl suffix for JSON-lines files") from None
+        raise UserError(f"{p} is not valid JSON ({e}); a JSON file holds one list of records "
+                        f"[{{...}}, ...], a JSON Lines file one record per line") from None
     if not isinstance(data, list):
         raise UserError(f"{p} must hold a JSON list of records, found {type(data).__name__}")
     return data

@@ -235,8 +235,13 @@ def _loggers(cfg: TrainConfig, proj: Path):
 
 def train(cfg: TrainConfig) -> TrainResult:
     """The recipe (module docstring): each step is one function below."""
+    created = safety.folders_to_create(cfg.proj_dir)
     try:
         return _train(cfg)
+    except BaseException:
+        runlock.release(Path(cfg.proj_dir))
+        safety.remove_created_if_empty(created)  # failed before writing anything: no empty proj_dir
+        raise
     finally:
         runlock.release(Path(cfg.proj_dir))  # held from prepare_proj_dir on (rank 0)
 

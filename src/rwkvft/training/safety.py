@@ -90,6 +90,25 @@ def install_checkpoint(tmp: Path, ckpt: Path) -> None:
     remove_path(old)
 
 
+def folders_to_create(path) -> list[Path]:
+    """The folders a run will create for --proj_dir `path` (missing ones, outermost first)."""
+    missing, p = [], Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing[::-1]
+
+
+def remove_created_if_empty(created: list[Path]) -> None:
+    """A run that failed before training removes the (still empty) folders it created, so the
+    next try is not refused or confused by them; a folder holding anything stays."""
+    for p in reversed(created):
+        try:
+            p.rmdir()   # only succeeds on an empty folder
+        except OSError:
+            return
+
+
 def remove_run_files(cfg, proj: Path) -> list[str]:
     """--overwrite: delete exactly the files a run writes (never the base or the data)."""
     files = run_files(proj)
