@@ -136,6 +136,14 @@ class TrainConfig:
 
 # Flags RWKV-PEFT parses that have no effect here (most are dead there too): accepted so old
 # scripts run, and each one given prints a one-line note saying why it is ignored.
+# RWKV-PEFT method names with no method here: what to use instead (aliases such as bone and
+# disha, which are MiSS, are the method records' own: adapters/miss.py)
+FOREIGN_METHODS = {
+    "adalora": " (RWKV-PEFT maps adalora but never tested it; --peft lora is the nearest)",
+    "prefix": " (RWKV-PEFT maps prefix but never tested it; --peft state tunes a prefix-like state)",
+    "lisa": " (LISA left RWKV-PEFT in 2024; use --peft miss or lora)",
+}
+
 IGNORED_FLAGS = {
     "dim_att": "the attention size is read from the checkpoint",
     "dim_ffn": "the FFN size is read from the checkpoint",
@@ -413,6 +421,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for k, v in values.items():
         if k in names:
             setattr(cfg, k, _coerce(names[k], v))
+    _canonical_method(cfg)
     if "lr_init" not in values and cfg.peft in peft_registry.names():
         # a method may want another LR (a state wants a far larger one: adapters/state.py)
         cfg.lr_init = peft_registry.get(cfg.peft).default_lr or cfg.lr_init
@@ -420,6 +429,18 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for k in sorted(set(values) & set(IGNORED_FLAGS)):
         print(f"rwkvft: note: --{k} is accepted for RWKV-PEFT scripts but ignored: {IGNORED_FLAGS[k]}")
     return cfg
+
+
+def _canonical_method(cfg: TrainConfig) -> None:
+    """--peft bone / disha (RWKV-PEFT's earlier names of MiSS) train MiSS: say so, use its name."""
+    try:
+        method = peft_registry.get(cfg.peft)
+    except UserError:
+        return   # validate() names the choices
+    if method.name != cfg.peft:
+        print(f"rwkvft: note: --peft {cfg.peft} is RWKV-PEFT's name for what rwkvft calls "
+              f"--peft {method.name}; training {method.name}")
+        cfg.peft = method.name
 
 
 def _coerce(f: dataclasses.Field, value):
@@ -462,7 +483,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.lr_schedule not in SCHEDULES:
         bad(f"--lr_schedule {cfg.lr_schedule!r} is not one of {', '.join(SCHEDULES)}")
     if cfg.peft not in peft_registry.names():
-        bad(f"--peft {cfg.peft!r} is not supported; choose one of {', '.join(peft_registry.names())}")
+        bad(f"--peft {cfg.peft!r} is not supported; choose one of {', '.join(peft_registry.names())}"
+            f"{FOREIGN_METHODS.get(cfg.peft, '')}")
     if cfg.accelerator not in ("auto", "cpu", "gpu", "cuda"):
         bad(f"--accelerator {cfg.accelerator!r} is not one of auto, cpu, gpu")
     if cfg.chat_template not in TEMPLATES:

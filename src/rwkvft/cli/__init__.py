@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is our one `rwkvft: error:` line (exit 2) like any other."""
 
-    def error(self, message: str):
+    def error(self, message: str):   # self.prog names the subcommand: `rwkvft train`
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
@@ -87,6 +87,18 @@ def _negative_number(text: str) -> bool:
     return True
 
 
+def _refuse_unknown(parser: argparse.ArgumentParser, extra: list[str], command: str | None) -> None:
+    """Flags argparse did not take: RWKV-PEFT's get a pointer, typos a "did you mean"."""
+    from ..errors import Checks
+    from .foreign_flags import unknown_flags
+    sub = parser._subparsers._group_actions[0].choices.get(command) if command else parser
+    known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    checks = Checks()
+    for line in unknown_flags(extra, known, command):
+        checks.add(line)
+    checks.raise_if_any()
+
+
 def _os_error_line(e: OSError) -> str:
     where = f" {e.filename}" if e.filename else ""
     if e.errno == errno.ENOSPC:
@@ -117,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             from ..training.runlock import refuse_if_busy
             refuse_if_busy(argv)
         parser = build_parser(command)
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _refuse_unknown(parser, extra, args.command)
         if not args.command:
             parser.print_help()
             return 0
@@ -127,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if debug:
             traceback.print_exc()
-        print(f"rwkvft: error: {e}", file=sys.stderr)
+        for line in getattr(e, "lines", [str(e)]):   # Problems: every problem, one line each
+            print(f"rwkvft: error: {line}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `rwkvft inspect M | head -3`: the reader left, nothing is wrong
         _silence_stdout()
