@@ -16,7 +16,7 @@ from pathlib import Path
 from .adapters import registry as peft_registry
 from .data.readers import DATA_TYPES
 from .data.templates import TEMPLATES
-from .errors import UserError, quote
+from .errors import Checks, UserError, quote
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_2",
@@ -156,6 +156,15 @@ IGNORED_FLAGS = {
     "head_qk": "a legacy RWKV-LM option with no effect on released models",
     "my_pos_emb": "a legacy RWKV-LM option with no effect on released models",
     "dropout": "dead in RWKV-PEFT too; for adapter dropout use --peft_config '{\"dropout\": 0.05}'",
+    **{k: "a legacy RWKV-LM option with no effect on released models"
+       for k in ("tiny_att_dim", "tiny_att_layer", "load_partial", "my_ffn_shift", "my_att_shift")},
+    **{k: "RWKV-LM's pre-training sampler; sampling here is --dataload / --window_sampling"
+       for k in ("magic_prime", "my_exit_tokens", "my_pile_stage", "my_pile_version",
+                 "my_pile_shift", "my_pile_edecay", "my_random_steps", "my_sample_len")},
+    "persistent_workers": "data loading workers are set by --num_workers alone",
+    "prefetch_factor": "data loading workers are set by --num_workers alone",
+    "fused_kernel": "rwkvft picks its fused kernels itself (--op auto)",
+    "l2warp_sparse": "rwkvft adds no L2Wrap term",
 }
 
 
@@ -248,14 +257,16 @@ RANGES: dict[str, Range] = {
 
 
 def check_ranges(values: dict, ranges: dict[str, Range] = RANGES, prefix: str = "--") -> None:
-    """UserError naming the first value outside its Range (NaN and Inf included)."""
+    """UserError naming every value outside its Range (NaN and Inf included), one line each."""
+    checks = Checks()
     for name, rng in ranges.items():
         if name not in values:
             continue
         x = values[name]
         if not rng.contains(x):
             hint = f"; {rng.hint}" if rng.hint else ""
-            raise UserError(f"{prefix}{name} must be {rng.describe()}, got {x!r}{hint}")
+            checks.add(f"{prefix}{name} must be {rng.describe()}, got {x!r}{hint}")
+    checks.raise_if_any()
 
 
 HELP = {
@@ -368,8 +379,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, nargs="*", **kw)
         else:
             parser.add_argument(flag, type=type(default), **kw)
-    for name in IGNORED_FLAGS:
-        parser.add_argument(f"--{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    for name in IGNORED_FLAGS:   # some are switches in RWKV-PEFT: a value is optional
+        parser.add_argument(f"--{name}", nargs="?", const=True, default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
 
 
 def _parse_bool(text: str) -> bool:
@@ -468,14 +480,14 @@ def _coerce(f: dataclasses.Field, value):
 
 
 def validate(cfg: TrainConfig) -> None:
-    def bad(msg):
-        raise UserError(msg)
-
+    """Every check, every problem reported together (one line each), then stop."""
+    checks = Checks()
+    bad = checks.add
     if not cfg.load_model:
         bad("--load_model is required (the base RWKV .pth to fine-tune)")
     if not cfg.data_file and cfg.data_type != "dummy":
         bad("--data_file is required (a binidx prefix, .jsonl, text or .npy file)")
-    check_ranges(dataclasses.asdict(cfg))
+    checks.run(check_ranges, dataclasses.asdict(cfg))
     if cfg.precision and cfg.precision not in PRECISIONS:
         bad(f"--precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
     if cfg.strategy not in STRATEGIES:
@@ -497,9 +509,10 @@ def validate(cfg: TrainConfig) -> None:
         bad("--resume and --overwrite contradict each other; pick one")
     if cfg.resume and cfg.adapter_init:
         bad("--resume continues from last.ckpt, --adapter_init starts a new run from an adapter; pick one")
-    _validate_evaluation(cfg, bad)
-    validate_infctx(cfg)
-    validate_objective(cfg)
+    checks.run(_validate_evaluation, cfg, bad)
+    checks.run(validate_infctx, cfg)
+    checks.run(validate_objective, cfg)
+    checks.raise_if_any()
 
 
 def validate_objective(cfg) -> None:

@@ -47,6 +47,8 @@ POINTERS = {
     "optimizer": "rwkvft trains with AdamW: --beta1 --beta2 --adam_eps --weight_decay",
     "merge": "use --merge_output PATH for the merged model at the end, or `rwkvft merge` later",
     "fla": "RWKV-PEFT replaced it with --op fla (rwkvft picks the op itself: --op auto)",
+    "sft_split": "use --data_split (the Hugging Face split to read, e.g. train[:1000])",
+    "compile": "rwkvft runs its own kernels (--op auto); there is no torch.compile switch",
 }
 
 

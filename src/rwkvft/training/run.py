@@ -23,7 +23,7 @@ import torch
 from ..adapters import AdapterConfig, PeftMethod
 from ..config import TrainConfig
 from ..data.from_flags import data_config
-from ..errors import UserError
+from ..errors import Checks, UserError
 from ..utils import atomic_path
 from . import ds, nodes, resume_rules, runlock, safety
 from .model_prep import prepare_model, quant_device
@@ -69,21 +69,38 @@ def plan_run(cfg: TrainConfig) -> Plan:
     check them all; nothing is read or written yet."""
     from ..adapters import parse_peft, registry
 
-    acc, precision = resolve_hardware(cfg)
-    peft = parse_peft(cfg.peft, cfg.peft_config)
-    safety.check_merge_output(cfg)
-    check_op_name(cfg.op, acc)
-    method = registry.get(peft.method)
-    if method.full_model and cfg.quant != "none":
-        raise UserError(f"--quant {cfg.quant} stores the frozen base under adapters, but --peft "
-                        f"{method.name} trains every weight; use --quant none")
-    data = data_config(cfg)
-    val_data = data_config(cfg, cfg.val_file) if cfg.val_file else None
-    check_loggers(cfg)
+    checks = Checks()   # every problem in one message, not one per run
+    acc, precision = checks.run(resolve_hardware, cfg) or (None, None)
+    peft = checks.run(parse_peft, cfg.peft, cfg.peft_config)
+    checks.run(safety.check_merge_output, cfg)
+    if acc:
+        checks.run(check_op_name, cfg.op, acc)
+    method = registry.get(peft.method) if peft else None
+    if method and method.full_model and cfg.quant != "none":
+        checks.add(f"--quant {cfg.quant} stores the frozen base under adapters, but --peft "
+                   f"{method.name} trains every weight; use --quant none")
+    data = checks.run(data_config, cfg)
+    val_data = checks.run(data_config, cfg, cfg.val_file) if cfg.val_file else None
+    checks.run(check_loggers, cfg)
+    if checks.lines:   # the checkpoint's sizes too, so that one run lists everything
+        checks.run(_checkpoint_sizes, cfg)
+    checks.raise_if_any()
+    if acc == "cpu" and precision == "bf16-mixed" and _rank_zero():
+        print("rwkvft: note: --precision bf16 on CPU is about 100x slower than fp32 (CPUs have "
+              "no fast bf16 matmul); on CPU pass --precision fp32 or leave it out", flush=True)
     from .preference_run import read_preference_data
     pairs = read_preference_data(cfg, method)  # None for sft; before any model is loaded
     return Plan(cfg, acc, precision, peft, method, data,
                 cfg.devices * cfg.num_nodes, _rank_zero(), val_data, pairs)
+
+
+def _checkpoint_sizes(cfg: TrainConfig) -> None:
+    """The size flags (--n_layer, --n_embd, ...) against the checkpoint, as load_base checks them."""
+    from ..formats import read_state_dict
+    from ..models.schema import check_against, infer_config
+    check_against(infer_config(read_state_dict(cfg.load_model)), n_layer=cfg.n_layer,
+                  n_embd=cfg.n_embd, vocab_size=cfg.vocab_size, head_size=cfg.head_size_a,
+                  version=cfg.my_testing)
 
 
 def _rank_zero() -> bool:
@@ -123,23 +140,25 @@ def prepare_proj_dir(cfg: TrainConfig) -> None:
 
 def resolve_hardware(cfg: TrainConfig) -> tuple[str, str]:
     """(lightning accelerator, lightning precision) with clear errors for mismatches."""
+    checks = Checks()   # a CPU-only machine given the tutorial's GPU flags hears of them all
     acc = {"cuda": "gpu"}.get(cfg.accelerator, cfg.accelerator)
     if acc == "auto":
         acc = "gpu" if torch.cuda.is_available() else "cpu"
     if acc == "gpu" and not torch.cuda.is_available():
-        raise UserError("--accelerator gpu but no CUDA GPU is visible; use --accelerator cpu")
+        checks.add("--accelerator gpu but no CUDA GPU is visible; use --accelerator cpu")
     if cfg.strategy.startswith("deepspeed"):
-        if acc == "cpu":
-            raise UserError(f"--strategy {cfg.strategy} needs NVIDIA GPUs; on CPU use "
-                            f"--strategy ddp (or auto for one process)")
-        try:
-            import deepspeed  # noqa: F401
-        except ImportError:
-            raise UserError(f"--strategy {cfg.strategy} needs DeepSpeed: "
-                            f"pip install 'rwkvft[deepspeed]'") from None
+        if acc == "cpu" or not torch.cuda.is_available():
+            checks.add(f"--strategy {cfg.strategy} needs NVIDIA GPUs; on CPU use "
+                       f"--strategy ddp (or auto for one process)")
+        else:
+            try:
+                import deepspeed  # noqa: F401
+            except ImportError:
+                checks.add(f"--strategy {cfg.strategy} needs DeepSpeed: pip install 'rwkvft[deepspeed]'")
     precision = cfg.precision or ("bf16" if acc == "gpu" else "fp32")
-    if precision == "fp16" and acc == "cpu":
-        raise UserError("--precision fp16 needs a GPU; on CPU use fp32 (or bf16, which is slow on CPU)")
+    if precision == "fp16" and (acc == "cpu" or not torch.cuda.is_available()):
+        checks.add("--precision fp16 needs a GPU; on CPU use fp32 (or bf16, which is slow on CPU)")
+    checks.raise_if_any()
     if precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
