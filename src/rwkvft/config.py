@@ -368,17 +368,25 @@ HELP = {
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Register every TrainConfig field as a flag, with SUPPRESS defaults so we know what was given."""
     parser.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
-                        help="YAML or JSON file of flag values (flags given here override it)")
+                        help="YAML or JSON file of flag values (flags given here override it; "
+                             "default: none)")
+    from .utils import shown_default
     for f in dataclasses.fields(TrainConfig):
         flag = f"--{f.name}"
-        kw = dict(default=argparse.SUPPRESS, help=HELP.get(f.name, ""))
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        text = HELP.get(f.name, "")
+        if "default" not in text:
+            text = f"{text} (default: {shown_default(default)})".replace("%", "%%")
+        kw = dict(default=argparse.SUPPRESS, help=text)
         if isinstance(default, bool):
             parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, **kw)
         elif isinstance(default, list):
             parser.add_argument(flag, nargs="*", **kw)
         else:
             parser.add_argument(flag, type=type(default), **kw)
+    # merge, export, init, demo and prepare call it --force: the same meaning, the same word
+    parser.add_argument("--force", dest="overwrite", type=_parse_bool, nargs="?", const=True,
+                        default=argparse.SUPPRESS, help="the same as --overwrite (default: off)")
     for name in IGNORED_FLAGS:   # some are switches in RWKV-PEFT: a value is optional
         parser.add_argument(f"--{name}", nargs="?", const=True, default=argparse.SUPPRESS,
                             help=argparse.SUPPRESS)

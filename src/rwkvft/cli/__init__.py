@@ -15,7 +15,7 @@ import sys
 import traceback
 
 from ..errors import UserError, quote
-from ..utils import quiet_library_noise
+from ..utils import quiet_library_noise, shown_default
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,17 +40,33 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already names one (the train
+    flags' defaults are written into their help: their argparse default is SUPPRESS)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or action.required or action.default is argparse.SUPPRESS
+                or action.help is argparse.SUPPRESS or "default" in text.lower()):
+            return text
+        return f"{text} (default: {shown_default(action.default)})".replace("%", "%%")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    from .. import __version__
     parser = _Parser(
         prog="rwkvft",
         description="Fine-tune RWKV language models with parameter-efficient methods.",
+        formatter_class=_DefaultsFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"rwkvft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=_DefaultsFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show full tracebacks on errors")
+                       help="show full tracebacks on errors (default: off)")
         if name == command:  # only the chosen command's module is imported
             importlib.import_module(module).add_arguments(p)
     return parser

@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       ("data_split", str), ("data_config", str)):
         parser.add_argument(f"--{name}", type=typ, default=S,
                             help=HELP[name] + " (default: the run's train_config.json, else train's default)")
-    parser.add_argument("--sft_field", nargs=2, default=S, help=HELP["sft_field"])
+    parser.add_argument("--sft_field", nargs=2, default=S,
+                        help=HELP["sft_field"] + " (default: the run's train_config.json, else none)")
 
 
 def _saved_settings(args) -> dict:

@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab_size", type=int, default=65536, help="65536 = World tokenizer (default)")
     parser.add_argument("--head_size", type=int, default=64, help="head size N (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same file")
-    parser.add_argument("--out", required=True, help="output .pth (or .safetensors)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    parser.add_argument("--output", "--out", dest="out", required=True, help="output .pth (or .safetensors)")
+    parser.add_argument("--force", "--overwrite", dest="force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("--official", action="store_true",
                         help="the exact official init, att.output and ffn.value all zeros (state "
                              "tuning cannot train such a model; by default they get small "
