@@ -64,7 +64,7 @@ def test_data_type_binidx_on_a_jsonl_file_points_at_jsonl(capsys, tmp_path, bini
     msg = _error(capsys, ["train", "--load_model", str(small_model), "--data_file",
                           str(binidx / "chat.jsonl"), "--data_type", "binidx",
                           "--proj_dir", str(tmp_path / "run")])
-    assert "looks like JSON Lines data: use --data_type jsonl" in msg
+    assert "looks like JSON Lines data: use --data_type jsonl (or auto)" in msg
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,8 @@ def _translate(name: str, text: str) -> str:
             start = f" --adapter_init {v}" if v else ""
         elif keys.get(k):
             ours[keys[k]] = v
-    conf = json.dumps(ours or {"r": 64 if method == "miss" else 8})
+    from ..adapters import registry
+    conf = json.dumps(ours or {"r": getattr(registry.get(method), "default_r", None) or 8})
     return f"--peft {method} --peft_config '{conf}'{start}"
 
 

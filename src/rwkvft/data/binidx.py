@@ -105,7 +105,7 @@ class BinIdx:
         for p in (self.idx_path, self.bin_path):
             if not p.is_file():
                 raise UserError(f"binidx file not found: {p} (pass the prefix without .bin/.idx, "
-                                f"or create it with `rwkvft prepare`){_other_format(prefix)}")
+                                f"or create it with `rwkvft prepare`)")
         self.code, sizes, pointers = self._read_index()
         self.dtype = np.dtype(DTYPES[self.code])
         self.sizes = sizes
@@ -157,13 +157,3 @@ class BinIdx:
     def doc(self, i: int) -> np.ndarray:
         return self.tokens[self.offsets[i]:self.offsets[i + 1]]
 
-
-def _other_format(given) -> str:
-    """'; it looks like jsonl: ...' when the data_file is a file of another format."""
-    from .sniff import sniff
-    kind = sniff(given) if Path(given).is_file() else ""
-    if kind in ("jsonl", "json array"):
-        return f"; {given} looks like JSON Lines data: use --data_type jsonl (or auto)"
-    if kind == "npy":
-        return f"; {given} is a NumPy array: use --data_type numpy (or auto)"
-    return ""

@@ -214,6 +214,13 @@ def read_uint16(o: ReadOptions) -> Corpus:
 
 
 def read_binidx(o: ReadOptions) -> Corpus:
+    from .sniff import sniff
+    kind = sniff(o.data_file) if Path(o.data_file).is_file() else ""
+    if kind in ("jsonl", "json array", "npy"):   # a data file of another format
+        right = "numpy" if kind == "npy" else "jsonl"
+        raise UserError(f"--data_type binidx reads PREFIX.bin + PREFIX.idx, but {o.data_file} looks "
+                        f"like {'a NumPy array' if kind == 'npy' else 'JSON Lines data'}: use "
+                        f"--data_type {right} (or auto)")
     b = BinIdx(strip_suffix(o.data_file))
     memmap = (str(b.bin_path), b.dtype.str, len(b.tokens)) if len(b.tokens) else None
     return Corpus(b.tokens, b.offsets, None, b.prefix, Stats(docs=len(b), tokens=len(b.tokens)), memmap)

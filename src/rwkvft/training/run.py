@@ -82,7 +82,7 @@ def plan_run(cfg: TrainConfig) -> Plan:
     data = checks.run(data_config, cfg)
     val_data = checks.run(data_config, cfg, cfg.val_file) if cfg.val_file else None
     checks.run(check_loggers, cfg)
-    if checks.lines:   # the checkpoint's sizes too, so that one run lists everything
+    if checks.lines and Path(cfg.load_model).is_file():   # its sizes too: one run lists everything
         checks.run(_checkpoint_sizes, cfg)
     checks.raise_if_any()
     if acc == "cpu" and precision == "bf16-mixed" and _rank_zero():
