@@ -17,6 +17,7 @@ from .adapters import registry as peft_registry
 from .data.readers import DATA_TYPES
 from .data.templates import TEMPLATES
 from .errors import Checks, UserError, quote
+from .utils import note
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_2",
@@ -447,7 +448,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         cfg.lr_init = peft_registry.get(cfg.peft).default_lr or cfg.lr_init
     validate(cfg)
     for k in sorted(set(values) & set(IGNORED_FLAGS)):
-        print(f"rwkvft: note: --{k} is accepted for RWKV-PEFT scripts but ignored: {IGNORED_FLAGS[k]}")
+        note(f"--{k} is accepted for RWKV-PEFT scripts but ignored: {IGNORED_FLAGS[k]}")
     return cfg
 
 
@@ -458,8 +459,8 @@ def _canonical_method(cfg: TrainConfig) -> None:
     except UserError:
         return   # validate() names the choices
     if method.name != cfg.peft:
-        print(f"rwkvft: note: --peft {cfg.peft} is RWKV-PEFT's name for what rwkvft calls "
-              f"--peft {method.name}; training {method.name}")
+        note(f"--peft {cfg.peft} is RWKV-PEFT's name for what rwkvft calls --peft {method.name}; "
+             f"training {method.name}")
         cfg.peft = method.name
 
 

@@ -92,6 +92,19 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return a.resolve() == b.resolve()
 
 
+def is_launched_rank() -> bool:
+    """A DDP process other than global rank 0 (Lightning re-runs the command line for them, and
+    marks them the way its own rank helper reads). Such a process prints no notes: rank 0 does."""
+    return any(os.environ.get(k, "0") not in ("", "0")
+               for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
+
+
+def note(text: str) -> None:
+    """`rwkvft: note: ...` on stdout, once per run (not again from every DDP rank)."""
+    if not is_launched_rank():
+        print(f"rwkvft: note: {text}", flush=True)
+
+
 def shown_default(value) -> str:
     """A default as --help writes it: on/off for switches, none for empty."""
     if isinstance(value, bool):

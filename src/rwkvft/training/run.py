@@ -24,7 +24,7 @@ from ..adapters import AdapterConfig, PeftMethod
 from ..config import TrainConfig
 from ..data.from_flags import data_config
 from ..errors import Checks, UserError
-from ..utils import atomic_path
+from ..utils import atomic_path, note
 from . import ds, nodes, resume_rules, runlock, safety
 from .model_prep import prepare_model, quant_device
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses, truncate_loss_log
@@ -85,9 +85,9 @@ def plan_run(cfg: TrainConfig) -> Plan:
     if checks.lines and Path(cfg.load_model).is_file():   # its sizes too: one run lists everything
         checks.run(_checkpoint_sizes, cfg)
     checks.raise_if_any()
-    if acc == "cpu" and precision == "bf16-mixed" and _rank_zero():
-        print("rwkvft: note: --precision bf16 on CPU is about 100x slower than fp32 (CPUs have "
-              "no fast bf16 matmul); on CPU pass --precision fp32 or leave it out", flush=True)
+    if acc == "cpu" and precision == "bf16-mixed":
+        note("--precision bf16 on CPU is about 100x slower than fp32 (CPUs have no fast bf16 "
+             "matmul); on CPU pass --precision fp32 or leave it out")
     from .preference_run import read_preference_data
     pairs = read_preference_data(cfg, method)  # None for sft; before any model is loaded
     return Plan(cfg, acc, precision, peft, method, data,
@@ -180,9 +180,9 @@ def check_op_name(op: str, acc: str) -> None:
 def resolve_wkv_op(cfg: TrainConfig, acc: str, version: str) -> str:
     """The WKV op for this model version on this accelerator (--op auto falls back with a note)."""
     from ..kernels import resolve_op
-    op, note = resolve_op(cfg.op, acc == "gpu", version)
-    if note:  # one line saying why --op auto fell back
-        print(f"rwkvft: {note}")
+    op, fallback = resolve_op(cfg.op, acc == "gpu", version)
+    if fallback:  # one line saying why --op auto fell back (once, not from every rank)
+        note(fallback)
     return op
 
 
