@@ -69,7 +69,7 @@ def main() -> int:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from rwkvft.checkpoint import write_state_dict
+    from rwkvft.formats import write_state_dict
     from rwkvft.evaluation.harness import RwkvLM
     from rwkvft.evaluation.tasks import run_tasks, task_manager
     from rwkvft.models.init import new_config, random_state_dict

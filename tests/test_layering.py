@@ -2,8 +2,9 @@
 
 Layers, highest first (an import may only go to the same layer or a lower one, and two units
 of one layer may not import each other):
-    cli > training, bench, config, evaluation, the rwkvft API (__init__) > formats > adapters, data >
-    models > kernels > utils, errors, foreign_json, jsonfields
+    cli > training, bench, config, evaluation, demo, the rwkvft API (__init__) >
+    assembly, generation, new_model > formats > adapters, data > models > kernels >
+    utils, errors, foreign_json, jsonfields, hardware
 The import graph between modules (function-level imports included) has no circle.
 """
 from __future__ import annotations
@@ -16,9 +17,11 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rwkvft"
 
-LAYERS = {"__main__": 7, "cli": 6, "training": 5, "bench": 5, "config": 5, "__init__": 5, "evaluation": 5,
-          "formats": 4, "generation": 3, "adapters": 3, "data": 3, "models": 2, "kernels": 1, "utils": 0, "errors": 0,
-          "foreign_json": 0, "jsonfields": 0}
+LAYERS = {"__main__": 8, "cli": 7,
+          "training": 6, "bench": 6, "config": 6, "__init__": 6, "evaluation": 6, "demo": 6,
+          "assembly": 5, "generation": 5, "new_model": 5, "formats": 4, "adapters": 3, "data": 3,
+          "models": 2, "kernels": 1,
+          "utils": 0, "errors": 0, "foreign_json": 0, "jsonfields": 0, "hardware": 0}
 
 
 def _module_name(path: Path) -> str:
@@ -76,13 +79,10 @@ EDGES = _edges()
 UNITS = sorted({unit(m) for pair in EDGES for m in pair} | {unit(_module_name(p)) for p in SRC.rglob("*.py")})
 
 
-# Pairs main received (h27 preference tuning, h28 lm-eval) before this test reached main; each is
-# a function-level import that h25c's thin CLI / config package / generation.py is to move. Listed
-# here, with the reason, so that no NEW crossing slips in; remove a line when its import moves.
-KNOWN = {
-    ("evaluation", "training"): "during_training.py uses training.evaluation; run.py starts the TaskScorer",
-    ("config", "training"): "config.validate_objective reads training.preference's OBJECTIVES / DPO_LOSSES",
-}
+# Crossings tolerated for now, each with its reason (none: the last two moved when h25c landed --
+# the objective names are declared with the flags, the TaskScorer is a save hook rwkvft.train hands
+# the recipe). A NEW crossing must be fixed, not listed.
+KNOWN: dict = {}
 
 
 def test_every_unit_has_a_layer():

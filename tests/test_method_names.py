@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rwkvft"
 METHOD_MODULES = {"adapters/miss.py", "adapters/lora.py", "adapters/pissa.py", "adapters/state.py",
                   "adapters/full.py"}
 # file -> why its comparisons are not about our method names
-FOREIGN = {"config.py": "RWKV-PEFT's --train_type values (state, fullstate) are translated to --peft"}
+FOREIGN = {"config/validate.py": "RWKV-PEFT's --train_type values (state, fullstate) are translated to --peft"}
 
 
 def _names() -> set[str]:

@@ -1,20 +1,25 @@
-"""rwkvft: parameter-efficient fine-tuning for RWKV language models."""
+"""rwkvft: parameter-efficient fine-tuning for RWKV language models.
+
+The Python API is what the CLI calls (each `rwkvft <command>` parses its flags and calls one of
+these): `load_model`, `set_state`, `generate`, `evaluate`, `train`; `rwkvft.bench.run_bench`,
+`rwkvft.demo.run_demo`, `rwkvft.data.prepare.prepare`, `rwkvft.new_model.write_new_model`.
+Everything is imported when first called, so `import rwkvft` stays light.
+"""
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
 
-def load_model(path, device="cpu", dtype=None, state=None):
+def load_model(path, device="cpu", dtype=None, state=None, adapter=None, lora_alpha=None):
     """Load an official RWKV checkpoint (.pth or .safetensors) as a plain nn.Module.
 
     `dtype` defaults to torch.float32. `model(idx)` returns logits (B, T, V). `state`: a state
-    file (see set_state) every sequence called without a state then starts from.
+    file (see set_state) every sequence called without a state then starts from. `adapter`: an
+    adapter file merged in memory (`lora_alpha` for RWKV-PEFT LoRA files that do not record it).
     """
-    from .formats import load_model as _load
-    model = _load(path, device=device, dtype=dtype)
-    if state is not None:
-        set_state(model, state)
-    return model
+    from .assembly import assemble_model
+    return assemble_model(path, adapter=adapter, state=state, lora_alpha=lora_alpha,
+                          device=device, dtype=dtype)
 
 
 def set_state(model, state):
@@ -22,16 +27,37 @@ def set_state(model, state):
     rwkv-N.pth, RWKV Runner / RWKV-PEFT .pth, Ai00 .state) or a dict
     {"blocks.{i}.att.time_state": (H, N, N) [value, key]}; None goes back to zeros.
     Returns the model."""
-    from .models.time_state import set_time_state
-    if state is None:
-        for block in model.blocks:
-            block.att.time_state = None
-        return model
-    if not isinstance(state, dict):
-        from .formats import read_state
-        state = read_state(state, model.config)
-    set_time_state(model, state)
-    return model
+    from .assembly import set_state as _set_state
+    return _set_state(model, state)
 
 
-__all__ = ["load_model", "set_state", "__version__"]
+def generate(model, prompt: str, **options) -> str:
+    """Continue `prompt` (see rwkvft.generation.generate for the options); returns the text."""
+    from .generation import generate as _generate
+    return _generate(model, prompt, **options)
+
+
+def evaluate(model, data_file, **options):
+    """Loss / perplexity on a data file read as training reads it
+    (rwkvft.evaluation.data_eval.evaluate)."""
+    from .evaluation.data_eval import evaluate as _evaluate
+    return _evaluate(model, data_file, **options)
+
+
+def train(config=None, **flags):
+    """Fine-tune: `config` is a TrainConfig, or give the `rwkvft train` flags as keywords
+    (e.g. train(load_model="base.pth", data_file="d.jsonl", peft="lora")). Returns a TrainResult.
+    --eval_tasks' scorer is handed to the recipe here, from the layer above it."""
+    from .config import TrainConfig, config_from_values, validate
+    from .evaluation.during_training import task_scorer
+    from .training.run import train as _train
+    if config is None:
+        config = config_from_values(flags)
+    elif flags:
+        raise TypeError("give a TrainConfig or flag keywords, not both")
+    elif isinstance(config, TrainConfig):
+        validate(config)
+    return _train(config, save_hooks=[task_scorer])
+
+
+__all__ = ["load_model", "set_state", "generate", "evaluate", "train", "__version__"]

@@ -191,19 +191,6 @@ def matmul_rate(device) -> tuple[float, str]:
     return 2.0 * n ** 3 * reps / (time.perf_counter() - t0), f"{str(dt).removeprefix('torch.')} {n}^3"
 
 
-def _device(cfg: BenchConfig) -> torch.device:
-    acc = cfg.accelerator
-    if acc == "auto":
-        acc = "gpu" if torch.cuda.is_available() else "cpu"
-    if acc in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise UserError("--accelerator gpu but no CUDA GPU is visible; use --accelerator cpu")
-        return torch.device("cuda", torch.cuda.current_device())
-    if acc != "cpu":
-        raise UserError(f"--accelerator {acc!r} is not one of auto, cpu, gpu")
-    return torch.device("cpu")
-
-
 def _plan(cfg: BenchConfig) -> list:
     """[(sample lengths, padded length)] per step: full ctx_len samples, or the --lengths workload."""
     import numpy as np
@@ -226,25 +213,24 @@ def _batch(lengths, T: int, vocab: int, device, gen):
 
 def run_bench(cfg: BenchConfig) -> dict:
     """Set up as `rwkvft train` would, time `steps` optimizer steps after `warmup`; one dict."""
+    from .hardware import resolve_device
     from .kernels import resolve_op
     from .training.infctx import chunk_len
     from .training.infctx import batch_loss
     from .training.model_prep import prepare_model
-    from .training.run import check_op_name
+    from .training.execution import check_op_name
 
     check(cfg)
-    device = _device(cfg)
-    precision = cfg.precision or ("bf16" if device.type == "cuda" else "fp32")
+    hw = resolve_device(cfg.accelerator, cfg.precision, precisions=PRECISIONS)
+    device, precision = hw.device, hw.precision
     acfg = parse_peft(cfg.peft, cfg.peft_config)
     check_op_name(cfg.op, "gpu" if device.type == "cuda" else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.manual_seed(cfg.seed)
     model = _load(cfg, device).train()
     mcfg = model.config
     op, note = resolve_op(cfg.op, device.type == "cuda", mcfg.version)
     model.set_runtime(op=op, grad_cp=bool(cfg.grad_cp))
-    trainable, _ = prepare_model(model, acfg, [], "bf16-mixed" if precision == "bf16" else "32-true",
-                                 cfg.quant, device)
+    trainable, _ = prepare_model(model, acfg, [], hw.lightning_precision, cfg.quant, device)
     params = dict(model.named_parameters())
     opt = torch.optim.AdamW([params[n] for n in trainable], lr=cfg.lr,
                             **({"fused": True} if device.type == "cuda" else {}))

@@ -105,15 +105,6 @@ def note(text: str) -> None:
         print(f"rwkvft: note: {text}", flush=True)
 
 
-def shown_default(value) -> str:
-    """A default as --help writes it: on/off for switches, none for empty."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if value in ("", None) or value == []:
-        return "none"
-    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-
 def bar_disabled(progress: bool):
     """tqdm's `disable=` for a bar the caller wants shown: None lets tqdm turn it off when stderr
     is no terminal (a bar there writes one endless carriage-return line into the log)."""

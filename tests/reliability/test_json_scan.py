@@ -10,7 +10,6 @@ safetensors index (read_hf_folder).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
@@ -21,9 +20,10 @@ import pytest
 
 from reliability_helpers import make_adapter
 from rwkvft.cli import main
-from rwkvft.cli.eval_cmd import DATA_KEYS, eval_config
+from rwkvft.config import eval_flags
 from rwkvft.config import TrainConfig
 from rwkvft.errors import UserError
+from rwkvft.evaluation.data_eval import eval_settings
 from rwkvft.foreign_json import ADAPTER, FINGERPRINT, HF_CONFIG, HF_PEFT, STATE_META
 from rwkvft.formats import (infer_config, merge_adapter_file, read_hf_folder, read_hf_peft,
                             read_state_dict, read_state_file)
@@ -118,12 +118,10 @@ def test_hf_model_config_and_index(files, tmp_path):
 
 def test_train_config_for_eval(files, small_model, tokens_npy, tmp_path):
     path = tmp_path / "train_config.json"
-    args = argparse.Namespace(model=str(small_model), data_file=str(tokens_npy), train_config=str(path),
-                              adapter=None)
     original = json.loads(TrainConfig().to_json())
-    for variant in _config_variants(original, DATA_KEYS):
+    for variant in _config_variants(original, [f.name for f in eval_flags()]):
         path.write_text(json.dumps(variant))
-        _reads_or_refuses(eval_config, args)
+        _reads_or_refuses(eval_settings, str(small_model), str(tokens_npy), None, str(path), {})
 
 
 def test_train_config_for_resume(tmp_path):

@@ -153,7 +153,7 @@ def test_demo_without_force_changes_nothing(capsys, tmp_path):
 
 
 def test_demo_force_removes_only_the_demo_files(tmp_path):
-    from rwkvft.cli.demo_cmd import _fresh_out
+    from rwkvft.demo import _fresh_out
     out = tmp_path / "demo"
     user = _fake_old_demo(out)
     _fresh_out(out, force=True)

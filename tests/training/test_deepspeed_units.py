@@ -12,7 +12,7 @@ import torch
 from rwkvft.config import TrainConfig
 from rwkvft.training import safety
 from rwkvft.training.model_prep import quant_device
-from rwkvft.training.run import _strategy
+from rwkvft.training.execution import lightning_strategy as _strategy
 
 
 # ---------------------------------------------------------------- Q1

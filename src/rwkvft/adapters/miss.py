@@ -1,6 +1,6 @@
 """MiSS (Matrix Shard Sharing, formerly Bone/DiSHA): maths and the adapted Linear.
 
-Spec: shared/specs/miss.md. W is (m=out, n=in), r is the shard width.
+Spec: the MiSS paper (Bone/DiSHA). W is (m=out, n=in), r is the shard width.
 - default: D (r, m), zero init. y = W x + S(x) D with S(x) = sum of the width-r chunks of x
   zero-padded to a multiple of r (dropout on the padded x). Dense form: dW[o, c] = D[c mod r, o].
 - mini:    D_mini (r, mini_r) tiled along the output axis m / mini_r times, then as default.

@@ -1,6 +1,6 @@
 """`--quant int8|nf4`: the frozen base weights of adapted layers stored quantized (bitsandbytes).
 
-Recipe (spec gpu_playbook.md §3.4): after `inject`, each adapted layer's frozen (out, in) weight
+Recipe (the GPU playbook's quantized-base recipe): after `inject`, each adapted layer's frozen (out, in) weight
 is quantized with bitsandbytes' functional API (nf4: `quantize_4bit`, blocksize 64, double
 quant; int8: weight-only `quantize_blockwise`, blocksize 256) and the float weight is dropped,
 so only the packed bytes stay in memory. The forward dequantizes on the fly and runs F.linear

@@ -15,7 +15,7 @@ import sys
 import traceback
 
 from ..errors import UserError, quote
-from ..utils import quiet_library_noise, shown_default
+from ..utils import quiet_library_noise
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,31 +40,31 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
-class _DefaultsFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, unless the text already names one (the train
-    flags' defaults are written into their help: their argparse default is SUPPRESS)."""
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every optional flag's help names its default (unless the text already does): `rwkvft
+    train`'s declared flags write theirs (config.flag), the others' come from argparse."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (not action.option_strings or action.required or action.default is argparse.SUPPRESS
-                or action.help is argparse.SUPPRESS or "default" in text.lower()):
+        if (not action.option_strings or action.required or "default" in text
+                or action.default is argparse.SUPPRESS or isinstance(action, argparse._HelpAction)):
             return text
+        from ..config.flag import shown_default
         return f"{text} (default: {shown_default(action.default)})".replace("%", "%%")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from .. import __version__
     parser = _Parser(
-        prog="rwkvft",
+        prog="rwkvft", formatter_class=_HelpWithDefaults,
         description="Fine-tune RWKV language models with parameter-efficient methods.",
-        formatter_class=_DefaultsFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"rwkvft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=_DefaultsFormatter)
+                           formatter_class=_HelpWithDefaults)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show full tracebacks on errors (default: off)")
         if name == command:  # only the chosen command's module is imported

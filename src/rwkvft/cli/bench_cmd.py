@@ -7,22 +7,17 @@ import dataclasses
 def add_arguments(parser) -> None:
     from ..adapters import registry
     from ..bench import SIZES, BenchConfig
+    from ..config import FLAGS
 
+    # flags bench shares with train take train's declared help (config/flags.py); these are its own
     helps = {
         "size": f"random RWKV-7 weights of this size: {', '.join(SIZES)} (tiny = L2 C128, for CPU)",
         "model": "benchmark this checkpoint instead of random weights",
         "vocab_size": "vocabulary of the random model",
         "ctx_len": "tokens per sample", "micro_bsz": "samples per step",
         "steps": "timed optimizer steps", "warmup": "untimed steps first (builds, autotune)",
-        "accelerator": "auto, cpu or gpu", "op": "WKV op: auto, cuda, fla, triton, chunked, reference",
         "precision": "fp32, tf32 or bf16 (default: bf16 on GPU, fp32 on CPU)",
-        "quant": "frozen base weights: none, int8 or nf4 (bitsandbytes)",
-        "grad_cp": "1 = activation checkpointing per block",
-        "peft": ", ".join(registry.names()), "peft_config": "method options as JSON, e.g. '{\"r\":64}'",
-        "train_type": "none, or infctx: each sample in chunks of --chunk_ctx tokens carrying the state",
-        "chunk_ctx": "infctx chunk length (< ctx_len, a multiple of 16)",
-        "infctx_bptt": "infctx gradients: full (exact) or truncated (state detached per chunk)",
-        "head_chunk": "tokens per head + cross-entropy chunk", "lr": "AdamW learning rate",
+        "peft": ", ".join(registry.names()), "lr": "AdamW learning rate",
         "seed": "seed for weights and data",
         "lengths": "padded-batch workload: lognormal:median=M,max=X[,sigma=S] (chat-like sample lengths) or "
                    "a data file cut as `train --dataload pad` cuts it; tokens/s then counts real tokens only",
@@ -30,7 +25,8 @@ def add_arguments(parser) -> None:
                     "grouped (dynamic + --group_by_length)",
     }
     for f in dataclasses.fields(BenchConfig):
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, help=helps.get(f.name, ""))
+        text = helps.get(f.name) or FLAGS[f.name].help
+        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, help=text)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 

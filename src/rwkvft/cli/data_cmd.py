@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _config(args):
     """The DataConfig `rwkvft train` would build from the same flags."""
     from ..config import resolve_config
-    from ..data.from_flags import data_config
+    from ..config.data_config import data_config
     train_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in OWN})
     train_args.data_file = args.file
     if not getattr(train_args, "load_model", ""):

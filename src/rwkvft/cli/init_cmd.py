@@ -1,11 +1,10 @@
-"""`rwkvft init`: write a freshly initialised RWKV-7 checkpoint (bf16): the official init with
-small att.output / ffn.value weights so every method trains (models/init.py), or --official."""
+"""`rwkvft init`: write a freshly initialised RWKV-7 checkpoint (rwkvft.new_model does it): the
+official init with small att.output / ffn.value weights so every method trains (models/init.py),
+or with --official the exact official init."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from ..errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,20 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name such as {out}/rwkv-init.pth")
-    if out.exists() and not args.force:
-        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
-    from ..formats import write_state_dict
-    from ..models.init import init_state_dict, new_config
-    cfg = new_config(args.n_layer, args.n_embd, args.vocab_size, args.head_size)
-    sd = init_state_dict(cfg, seed=args.seed, trainable=not args.official)
+    from ..new_model import write_new_model
     from .output_guard import writing_output
-    with writing_output(out):  # stale temps of a killed init go; a full disk is one line
-        write_state_dict(sd, out)
-    n_params = sum(t.numel() for t in sd.values())
-    print(f"wrote {out}: RWKV-7 L{cfg.n_layer} C{cfg.n_embd} V{cfg.vocab_size}, "
-          f"{n_params / 1e6:.2f}M parameters, bf16, seed {args.seed}"
-          f"{', official init (zero att.output / ffn.value)' if args.official else ''}")
+    with writing_output(Path(args.out)):  # stale temps of a killed init go; a full disk is one line
+        print(write_new_model(args.out, args.n_layer, args.n_embd, args.vocab_size, args.head_size,
+                              seed=args.seed, force=args.force, official=args.official))
     return 0

@@ -11,12 +11,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from .. import train
     from ..config import resolve_config
-    from ..training.run import _rank_zero, train
 
-    cfg = resolve_config(args)
-    result = train(cfg)
-    if not _rank_zero():  # DDP ranks > 0 run this command too: the summary is rank 0's
+    result = train(resolve_config(args))
+    from ..training.run_dir import rank_zero
+    if not rank_zero():  # DDP ranks > 0 run this command too: the summary is rank 0's
         return 0
     if result.adapters:
         print(f"adapter: {result.adapters[-1]}")

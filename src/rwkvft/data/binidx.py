@@ -1,4 +1,4 @@
-"""Megatron-style binidx token files, the format RWKV-LM and RWKV-PEFT read (spec rwkv_peft_features.md §2.2).
+"""Megatron-style binidx token files, the format RWKV-LM and RWKV-PEFT read (as the RWKV-PEFT feature notes describe it).
 
 `PREFIX.idx` (little-endian):
     9-byte magic b"MMIDIDX\\x00\\x00" | u64 version = 1 | u8 dtype code | u64 n (sequences)

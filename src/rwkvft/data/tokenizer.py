@@ -25,7 +25,7 @@ def _vocab_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _id_to_bytes() -> tuple[bytes, ...]:
-    """Parse `<id> <python literal> <byte length>` lines (spec rwkv_arch.md §6)."""
+    """Parse `<id> <python literal> <byte length>` lines (the World tokenizer's vocabulary file)."""
     table: list[bytes] = [b""] * VOCAB_SIZE
     with open(_vocab_path(), encoding="utf-8", newline="") as f:
         for line in f.read().split("\n"):

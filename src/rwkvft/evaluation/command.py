@@ -30,17 +30,6 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
                    help="wrap prompts in the model's chat template (lm-eval's option)")
 
 
-def _device(text: str):
-    import torch
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise UserError(f"--device {text!r} is not a device; use cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA GPU is visible; use --device cpu")
-    return device
-
-
 def _sides(args) -> list[tuple[str, dict]]:
     """[(label, RwkvLM kwargs)]: base alone (no adapter/state, or --compare) and the adapted one."""
     adapted = args.adapter is not None or args.state is not None or args.base is not None
@@ -67,7 +56,8 @@ def run_task_eval(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     require_lm_eval()
-    device = _device(args.device)
+    from ..hardware import resolve_device
+    device = resolve_device(args.device, "fp32", flag="--device").device
     tm = task_manager(names, args.include_path)
     check_tasks(tm, names)
     results, stats = {}, {}

@@ -4,7 +4,8 @@ At each step or epoch save, the model in training memory (adapters injected, not
 is scored on the tasks through lm-eval, in eval mode under the run's precision context; one row
 {"kind": "tasks", "step", "epoch", "adapter", "scores": {"task/metric": value}, "stderr": {...}}
 goes into loss.jsonl (loss.png draws it) and one line into train_log.txt. With --save_best and
---best_metric TASK/METRIC the adapter with the best such score is kept as rwkv-best.
+--best_metric TASK/METRIC the adapter with the best such score is kept as rwkv-best. How the flags
+fit together is checked with the others (config/validate.py).
 """
 from __future__ import annotations
 
@@ -14,23 +15,18 @@ import time
 from ..errors import UserError
 
 
-def check_flags(cfg, bad) -> None:
-    """How --eval_tasks / --eval_limit / --best_metric fit together (called by config.validate)."""
-    if (cfg.eval_limit or cfg.eval_include_path) and not cfg.eval_tasks:
-        bad("--eval_limit / --eval_include_path go with --eval_tasks NAMES")
-    if cfg.best_metric:
-        if not cfg.save_best:
-            bad("--best_metric chooses what --save_best keeps; add --save_best")
-        if "/" not in cfg.best_metric:
-            bad(f"--best_metric is TASK/METRIC (e.g. hellaswag/acc_norm), got {cfg.best_metric!r}")
-        task = cfg.best_metric.split("/", 1)[0]
-        from .tasks import parse_tasks
-        if not cfg.eval_tasks or task not in parse_tasks(cfg.eval_tasks):
-            bad(f"--best_metric {cfg.best_metric}: add {task} to --eval_tasks")
+def task_scorer(cfg, runlog, rank0: bool):
+    """The save hook of training.run.train for --eval_tasks (None without the flag, and off rank 0);
+    the task names are checked now, before any training."""
+    if not cfg.eval_tasks or not rank0:
+        return None
+    scorer = TaskScorer(cfg, runlog)
+    scorer.check()
+    return scorer
 
 
 class TaskScorer:
-    """Called by the adapter saver after each tracked save (rank 0)."""
+    """Called by the adapter saver after each tracked save (rank 0): a save hook."""
 
     def __init__(self, cfg, runlog):
         from .tasks import parse_tasks, require_lm_eval

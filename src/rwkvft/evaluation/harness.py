@@ -20,23 +20,6 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
           "float16": "float16", "fp16": "float16"}
 
 
-def assemble(pretrained, adapter=None, state=None, lora_alpha=None, device="cpu", dtype=None):
-    """Model + adapter (merged in memory) + initial state, from any file --load_model reads:
-    the same path `rwkvft eval` / `rwkvft generate` take (read_state_dict, merge_adapter_file,
-    set_state)."""
-    from .. import set_state
-    from ..formats import read_state_dict
-    from ..models import model_from_state_dict
-    sd = read_state_dict(pretrained)
-    if adapter:
-        from ..formats import merge_adapter_file
-        sd, _, _ = merge_adapter_file(sd, adapter, lora_alpha)
-    model = model_from_state_dict(sd, device=device, dtype=dtype)
-    if state:
-        set_state(model, state)
-    return model
-
-
 def _device(device) -> str:
     """lm-eval's command line asks for "cuda" unless told otherwise; like its HF model, run on
     the CPU (saying so) when no GPU is visible."""
@@ -82,8 +65,10 @@ class RwkvLM(TemplateLM):
         device = _device(device)
         batch_size = int(batch_size) if str(batch_size).isdigit() else 8   # lm-eval may say "auto"
         if model is None:
-            model = assemble(pretrained, adapter, state, None if lora_alpha is None else float(lora_alpha),
-                             device=device, dtype=torch_dtype)
+            from ..assembly import assemble_model  # the one model + adapter + state path
+            model = assemble_model(pretrained, adapter or None, state or None,
+                                   None if lora_alpha is None else float(lora_alpha),
+                                   device=device, dtype=torch_dtype)
         if op is not None:
             model.set_runtime(op=op)
         self.tokenizer = tokenizer or WorldTokenizer()

@@ -1,4 +1,4 @@
-"""Chunked pure-PyTorch WKV ops for CPU (spec rwkv_arch.md §4.4, §5.1).
+"""Chunked pure-PyTorch WKV ops for CPU (the chunked form of the architecture spec).
 
 The sequence is cut into chunks of `chunk_len` tokens. Everything inside a chunk that does
 not depend on the incoming state is computed for all chunks at once with batched tensor ops;
@@ -181,7 +181,7 @@ def _empty(r, state, dt):
 def wkv7_chunked(r, log_w, k, v, a, b, state=None, chunk_len: int = DEFAULT_CHUNK_LEN):
     """RWKV-7 WKV (same contract as `wkv7_reference`), chunked; see module docstring.
 
-    Per chunk with incoming state S0 (spec §4.4), rows u_t = S_{t-1} a_t solve
+    Per chunk with incoming state S0, rows u_t = S_{t-1} a_t solve
         (I - A_ab) U = A_ak V + (a * e^{Gp}) S0^T.
     Split U = U0 + W S0^T with (I - A_ab) U0 = A_ak V and (I - A_ab) W = a * e^{Gp}, so every
     state-free part is solved for all chunks at once and the chunk loop is a few small matmuls:

@@ -1,4 +1,4 @@
-"""`--op fla` (alias `triton`): fla-core's Triton chunked kernels (spec gpu_playbook.md §1.1, §1.5).
+"""`--op fla` (alias `triton`): fla-core's Triton chunked kernels (as the GPU playbook spec describes them).
 
 Conventions that differ from ours, all handled here:
 - `w` is the LOG decay (what we call log_w), not RWKV's log-log w; never pass -exp(log_w).

@@ -18,7 +18,7 @@ def initial_state(state, B, H, N, like):
 
 
 def wkv7_reference(r, log_w, k, v, a, b, state=None):
-    """RWKV-7 WKV, one step at a time (spec rwkv_arch.md §1.3 / §4.3).
+    """RWKV-7 WKV, one step at a time (the RWKV-7 recurrence of the architecture spec).
 
     Per batch and head, with S in [value i, key j] layout:
         sa = S a_t;  S = S * w_t[None, :] + sa b_t^T + v_t k_t^T;  y_t = S r_t
@@ -41,7 +41,7 @@ def wkv7_reference(r, log_w, k, v, a, b, state=None):
 
 
 def wkv6_reference(r, log_w, k, v, u, state=None):
-    """RWKV-6 / RWKV-5 WKV, one step at a time (spec rwkv_arch.md §5.1).
+    """RWKV-6 / RWKV-5 WKV, one step at a time (the RWKV-6 recurrence of the architecture spec).
 
     Per batch and head, S in [value i, key j] layout, using the state *before* token t:
         y_t[i] = sum_j r_t[j] (S[i, j] + u[j] k_t[j] v_t[i]);  S = S * w_t[None, :] + v_t k_t^T

@@ -1,5 +1,5 @@
-"""Fresh RWKV-7 weights: the official initialisation (spec rwkv_arch.md §3) and random
-perturbations for tests and benchmarks; random RWKV-6 / RWKV-5.2 test models (§5.3).
+"""Fresh RWKV-7 weights: the official initialisation (as the architecture spec gives it) and random
+perturbations for tests and benchmarks; random RWKV-6 / RWKV-5.2 test models.
 
 The official init makes every block output exactly zero (att.output and ffn.value start at 0),
 so equivalence tests perturb it first (`perturb_state_dict`). It also means that nothing before
@@ -31,8 +31,8 @@ def _lora_dim(f: float) -> int:
 
 def new_config(n_layer: int, n_embd: int, vocab_size: int = 65536, head_size: int = 64,
                version: str = "x070") -> ModelConfig:
-    """Config with the dims the released models were built with: RWKV-7 LoRA dims (spec §2.2),
-    or for x060 / x052 FFN int(3.5C)//32*32 and x060's Dm 32 / Dd 64, doubled at C 4096 (§5.3)."""
+    """Config with the dims the released models were built with: RWKV-7 LoRA dims,
+    or for x060 / x052 FFN int(3.5C)//32*32 and x060's Dm 32 / Dd 64, doubled at C 4096."""
     if n_layer < 2:
         raise UserError(f"n_layer must be at least 2 (got {n_layer}): the official init and "
                         f"web-rwkv need two layers or more")
@@ -132,7 +132,7 @@ def random_state_dict(cfg: ModelConfig, seed: int = 0, scale: float = 1.0):
 
 
 def _v6_layer_vectors(cfg: ModelConfig, l: int) -> dict[str, torch.Tensor]:
-    """x060 official init (spec §5.3); x052 gets the same curves as lerp weights (mix = 1 - maa)."""
+    """x060 official init; x052 gets the same curves as lerp weights (mix = 1 - maa)."""
     C, L = cfg.n_embd, cfg.n_layer
     r0, r1 = l / (L - 1), 1.0 - l / L
     n = torch.arange(C, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""RWKV-6 ("x060", Finch) and RWKV-5.2 ("x052", Eagle) as plain nn.Modules (spec rwkv_arch.md §5).
+"""RWKV-6 ("x060", Finch) and RWKV-5.2 ("x052", Eagle) as plain nn.Modules (the RWKV-6/5 architecture spec).
 
 Both share the WKV6 recurrence (per-channel decay, bonus u = `time_faaaa`), the gated GroupNorm
 output and the receptance-gated channel mix; they differ in how a token is mixed with the
@@ -23,7 +23,7 @@ from ..kernels import wkv6
 from .schema import ModelConfig
 from .rwkv7 import LN_X_EPS, RWKV7, Block, _shifted, _vector, initial_wkv
 
-# order of the five data-dependent mixes in time_maa_w1 / time_maa_w2 (spec §5.1)
+# order of the five data-dependent mixes in time_maa_w1 / time_maa_w2
 _MAA_ORDER = ("w", "k", "v", "r", "g")
 
 

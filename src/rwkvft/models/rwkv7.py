@@ -1,4 +1,4 @@
-"""RWKV-7 ("x070", Goose) as a plain nn.Module (spec rwkv_arch.md §1).
+"""RWKV-7 ("x070", Goose) as a plain nn.Module (the RWKV-7 architecture spec).
 
 Parameter names and shapes are the checkpoint's own, so `load_state_dict(official_sd)` is
 strict. Linear projections are only ever called, never read, so adapters and quantized

@@ -1,7 +1,7 @@
 """The RWKV checkpoint schema: what a model of each version holds, read from tensors alone.
 
-ModelConfig, the version names and labels, the official key -> shape tables (spec rwkv_arch.md
-§2, §5.3, §5.4), `infer_config` (every size from tensor shapes, never from user flags), the
+ModelConfig, the version names and labels, the official key -> shape tables (as the
+architecture spec lists them), `infer_config` (every size from tensor shapes, never from user flags), the
 checks of user-given sizes, and the parameter groups `train_parts` names (ln / time / emb /
 head). `rwkvft.formats` (file I/O) and `rwkvft.models` (the modules) both build on this
 module; it imports neither of them.
@@ -61,7 +61,7 @@ X052_VECTORS = ("time_mix_k", "time_mix_v", "time_mix_r", "time_mix_g")
 # architecture inference
 
 def infer_config(sd: dict[str, torch.Tensor]) -> ModelConfig:
-    """Read version and every size from tensor shapes alone (spec §2.3), then check that every
+    """Read version and every size from tensor shapes alone, then check that every
     official tensor is present with its shape."""
     if "_strategy" in sd:
         raise UserError("this checkpoint was pre-converted by the rwkv pip package (it has "
@@ -213,7 +213,7 @@ def _v6_family_shapes(cfg: ModelConfig, att_params, ffn_mixes) -> dict[str, tupl
 
 
 def x060_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every key of an official RWKV-6 file with its official shape (spec §5.3), in order."""
+    """Every key of an official RWKV-6 file with its official shape, in order."""
     C, H, N, Dm, Dd = cfg.n_embd, cfg.n_head, cfg.head_size, cfg.d_mix, cfg.d_decay
     att = {name: (1, 1, C) for name in X060_VECTORS[:-1]}
     att.update({"time_maa_w1": (C, 5 * Dm), "time_maa_w2": (5, Dm, C), "time_decay": (1, 1, C),
@@ -222,7 +222,7 @@ def x060_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def x052_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every key of an official RWKV-5.2 file with its official shape (spec §5.4), in order."""
+    """Every key of an official RWKV-5.2 file with its official shape, in order."""
     C, H, N = cfg.n_embd, cfg.n_head, cfg.head_size
     att = {name: (1, 1, C) for name in X052_VECTORS}
     att.update({"time_decay": (H, N), "time_faaaa": (H, N)})

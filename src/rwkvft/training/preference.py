@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-OBJECTIVES = ("sft", "dpo", "orpo", "simpo")
-DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust")
+from ..config.flags import DPO_LOSSES, OBJECTIVES  # noqa: F401 - the flags' words, declared there
 # --beta -1 means the objective's usual value: DPO's 0.1 (TRL); SimPO's own repository uses 2.0
 # ("SimPO requires a much larger beta than DPO"); ORPO reports rewards with its lambda
 DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}

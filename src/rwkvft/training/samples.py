@@ -7,13 +7,11 @@ for a text record the text itself.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
-import torch
-
 from ..errors import UserError
+from ..generation import require_world_vocab
 from ..utils import atomic_path, require_file
 
 SAMPLES_FILE = "samples.md"
@@ -55,22 +53,6 @@ def read_prompts(path, roles=None) -> list[str]:
     return prompts
 
 
-def greedy(model, ids: list[int], max_tokens: int, device, forward_context=None) -> list[int]:
-    """Greedy continuation: one parallel pass over the prompt, then one RNN step per token;
-    stops at the end-of-text token 0."""
-    ctx = forward_context or contextlib.nullcontext
-    out = []
-    with ctx():
-        logits, state = model(torch.tensor([ids], device=device), return_state=True)
-        for _ in range(max_tokens):
-            token = int(torch.argmax(logits[0, -1].float()))
-            if token == 0:
-                break
-            out.append(token)
-            logits, state = model(torch.tensor([[token]], device=device), state, return_state=True)
-    return out
-
-
 class SampleWriter:
     """Appends one section per save to proj_dir/samples.md (rewritten atomically each time)."""
 
@@ -83,11 +65,10 @@ class SampleWriter:
         self.last: list[str] = []          # the newest continuations (the demo prints them)
 
     def check_model(self, vocab_size: int) -> None:
-        if vocab_size != self.tokenizer.vocab_size:
-            raise UserError(f"--sample_prompts needs a World-vocabulary model (vocab "
-                            f"{self.tokenizer.vocab_size}); this one has vocab {vocab_size}")
+        require_world_vocab(vocab_size, "--sample_prompts", "this one")
 
     def write(self, model, heading: str, device, forward_context=None) -> None:
+        from ..generation import greedy
         from .evaluation import evaluating
         texts = []
         with evaluating(model):

@@ -1,7 +1,7 @@
 // RWKV-7 WKV training kernel: forward and backward, fp32 state, initial and final state.
 //
-// Maths: shared/specs/rwkv_arch.md §1.3 (recurrence) and gpu_playbook.md §2.1 (reverse-time
-// gradients); organisation as described in gpu_playbook.md §2.2. Written for rwkvft.
+// Maths: the RWKV-7 recurrence of the architecture spec and the GPU playbook's reverse-time
+// gradients; organisation as that playbook describes. Written for rwkvft.
 //
 // Layout: r, log_w, k, v, a, b are (B, T, H, N) contiguous, N = 64, T % CHUNK == 0 (the Python
 // wrapper pads). log_w is the log decay (<= 0) in fp32; the other five share one dtype F
