@@ -11,7 +11,7 @@ import torch
 from rwkvft.adapters import registry
 from rwkvft.cli import build_parser, main
 from rwkvft.cli.foreign_flags import pointer, unknown_flags
-from rwkvft.config import FOREIGN_METHODS, IGNORED_FLAGS
+from rwkvft.config.flags import FOREIGN_METHODS, IGNORED_FLAGS
 
 # every train.py flag the spec lists (§1a-§1h, the OLD ones of §1f included), with a value
 SPEC_FLAGS = {
