@@ -90,7 +90,7 @@ def plan_run(cfg: TrainConfig) -> Plan:
     val_data = checks.run(data_config, cfg, cfg.val_file) if cfg.val_file else None
     checks.run(check_loggers, cfg)
     if checks.lines and Path(cfg.load_model).is_file():   # its sizes too: one run lists everything
-        checks.run(_checkpoint_sizes, cfg)
+        checks.run(safety.check_checkpoint_sizes, cfg)
     checks.raise_if_any()
     if acc == "cpu" and precision == "bf16-mixed":
         note("--precision bf16 on CPU is about 100x slower than fp32 (CPUs have no fast bf16 "
@@ -99,15 +99,6 @@ def plan_run(cfg: TrainConfig) -> Plan:
     pairs = read_preference_data(cfg, method)  # None for sft; before any model is loaded
     return Plan(cfg, acc, precision, peft, method, data,
                 cfg.devices * cfg.num_nodes, rank_zero(), val_data, pairs)
-
-
-def _checkpoint_sizes(cfg: TrainConfig) -> None:
-    """The size flags (--n_layer, --n_embd, ...) against the checkpoint, as load_base checks them."""
-    from ..formats import read_state_dict
-    from ..models.schema import check_against, infer_config
-    check_against(infer_config(read_state_dict(cfg.load_model)), n_layer=cfg.n_layer,
-                  n_embd=cfg.n_embd, vocab_size=cfg.vocab_size, head_size=cfg.head_size_a,
-                  version=cfg.my_testing)
 
 
 def load_base(cfg: TrainConfig):

@@ -242,6 +242,16 @@ def _same_setting(key: str, saved: dict, now: dict) -> bool:
 
 
 # ---------------------------------------------------------------- the base model
+def check_checkpoint_sizes(cfg) -> None:
+    """The size flags (--n_layer, --n_embd, ...) against the checkpoint, as load_base checks
+    them; plan_run asks early when other flags are wrong too, so that one run lists all."""
+    from ..formats import read_state_dict
+    from ..models.schema import check_against, infer_config
+    check_against(infer_config(read_state_dict(cfg.load_model)), n_layer=cfg.n_layer,
+                  n_embd=cfg.n_embd, vocab_size=cfg.vocab_size, head_size=cfg.head_size_a,
+                  version=cfg.my_testing)
+
+
 def check_finite_base(sd: dict, path) -> None:
     """NaN/Inf in the base is a damaged file, not a learning-rate problem: say so at load."""
     for k, t in sd.items():
