@@ -148,6 +148,9 @@ def test_plain_text_file_and_flags(capsys, tmp_path):
     assert "--label_smoothing is used by --dpo_loss robust" in _error(
         capsys, _flags(missing, tmp_path / "r", label_smoothing=0.1))
     assert "--objective 'kto' is not one of" in _error(capsys, _flags(missing, tmp_path / "r", objective="kto"))
+    msg = _error(capsys, _flags(missing, tmp_path / "r", train_type="infctx", ctx_len=64, chunk_ctx=32))
+    assert "not in --train_type infctx chunks; drop --train_type infctx and set --ctx_len to your longest pair" in msg
+    assert "rwkvft data FILE --objective dpo" in msg
     assert not (tmp_path / "r").exists()
 
 
@@ -179,3 +182,34 @@ def test_ddp_two_processes_equal_one_process(world_tiny, tmp_path):
     b = torch.load(ddp / "rwkv-0.pth", weights_only=True)
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), k
+
+
+# ---------- `rwkvft data` shows pairs ----------
+def test_data_command_shows_pairs_token_counts_and_skips(capsys, tmp_path):
+    good = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "No."}
+    records = [good, {"prompt": "q", "chosen": "same", "rejected": "same"}, {"prompt": "q", "rejected": "b"},
+               {"prompt": "Tell me. " * 40, "chosen": "Sure thing.", "rejected": "No."}] + [good] * 200
+    data = _write(tmp_path, "pairs.jsonl", records)
+    before = data.read_bytes()
+    assert main(["data", str(data), "--ctx_len", "32", "--json", "--show", "1", "--progress", "0"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    pairs, stats = pref_data.read_pairs(str(data), 32)
+    t = res["totals"]
+    assert (t["records"], t["pairs"], t["truncated"]) == (204, 202, 1)
+    assert t["skipped_by_reason"] == {"identical chosen and rejected": 1}
+    assert t["malformed_by_reason"] == {"missing 'chosen'": 1}
+    assert t["tokens"] == {k: sum(len(getattr(p, k)) for p in pairs) for k in ("prompt", "chosen", "rejected")}
+    assert res["lint"] == [{"record": 2, "message": "skipped: identical chosen and rejected"},
+                           {"record": 3, "message": "malformed: missing 'chosen'"}]
+    (shown,) = res["pairs"]
+    assert shown == {"record": 1, "tokens": {"prompt": len(pairs[0].prompt), "chosen": len(pairs[0].chosen),
+                                             "rejected": len(pairs[0].rejected)},
+                     "prompt": "User: Name a colour.\n\nAssistant:", "chosen": " Blue.\n\n\x00",
+                     "rejected": " No.\n\n\x00"}
+    # the text view marks the scored answers; --objective dpo gives the same view
+    assert main(["data", str(data), "--ctx_len", "32", "--show", "1", "--color", "never", "--objective", "dpo",
+                 "--progress", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen:[[ Blue.\n\n<EOD>]]" in out and "rejected:[[ No.\n\n<EOD>]]" in out
+    assert "records: 204 read, 202 pairs, 1 truncated to ctx_len; skipped 1; 1 identical" in out
+    assert data.read_bytes() == before

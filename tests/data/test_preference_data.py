@@ -85,3 +85,74 @@ def test_pair_dataset_is_a_pure_function_of_seed_epoch_index():
     a.set_epoch(0)
     first_pass = [a[i].prompt[0] for i in range(7)]
     assert sorted(first_pass) == list(range(7))   # every pair once per pass
+
+
+# ---------- pairs are rendered by SFT's chat templates ----------
+def _sft_ids(messages, roles, **extra):
+    """The token ids SFT trains on for one conversation: segments tokenized one by one + EOD."""
+    import numpy as np
+
+    from rwkvft.data.pipeline import Chunk, encode_records
+    chunk = Chunk(np.zeros(0, np.uint16), np.zeros(0, np.int64), np.zeros(0, np.uint8))
+    encode_records([record_segments({"messages": messages, **extra}, roles)], True, chunk)
+    return chunk.tokens.tolist()
+
+
+_U = {"role": "user", "content": "Name  a colour.\r\n\n\nOne word!"}
+_A = {"role": "assistant", "content": "Blue."}
+PAIR_RECORDS = [
+    ({"prompt": "Hi there?", "chosen": "Hello, friend.", "rejected": "Go away."}, {}),
+    ({"system": "Be  kind.\n\n\nAlways.", "prompt": [_U, _A, {"role": "user", "content": "And another?"}],
+      "chosen": [{"role": "assistant", "content": "Green,\n\nsurely."}],
+      "rejected": [{"role": "assistant", "content": " red "}]}, {"system": "Be  kind.\n\n\nAlways."}),
+    ({"chosen": [_U, {"role": "assistant", "content": "Teal."}], "rejected": [_U, _A]}, {}),
+]
+THINK_RECORD = {"prompt": "2+2?", "chosen": [{"role": "assistant", "content": "4", "reasoning_content": "add"}],
+                "rejected": [{"role": "assistant", "content": "5"}]}
+
+
+def _conversations(rec):
+    from rwkvft.data.preference import _split_prompt
+    p, c, r = _split_prompt(rec)
+    return p + c, p + r
+
+
+@pytest.mark.parametrize("template", ["g1", "world", "raw"])
+@pytest.mark.parametrize("case", range(len(PAIR_RECORDS)))
+def test_pair_tokens_equal_the_sft_rendering_per_template(tmp_path, template, case):
+    """prompt + chosen + EOD (and prompt + rejected + EOD) are exactly the ids SFT trains on for
+    that conversation, by every chat template; the prompt ends where SFT's loss starts."""
+    import json
+    rec, extra = PAIR_RECORDS[case]
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps(rec) + "\n")
+    roles = Roles(template=template)
+    (pair,), _ = read_pairs(str(f), ctx_len=4096, roles=roles)
+    full_c, full_r = _conversations(rec)
+    assert list(pair.prompt + pair.chosen) == _sft_ids(full_c, roles, **extra)
+    assert list(pair.prompt + pair.rejected) == _sft_ids(full_r, roles, **extra)
+    from rwkvft.data.tokenizer import WorldTokenizer
+    prompt_text = WorldTokenizer().decode(list(pair.prompt))
+    assert prompt_text.endswith("Assistant:")
+    if "colour" in prompt_text:   # g1 and world clean turns (no blank line inside one), raw does not
+        assert ("Name  a colour.\nOne word!" in prompt_text) == (template != "raw")
+
+
+def test_think_reply_against_a_plain_reply_shares_the_common_prompt(tmp_path):
+    """g1 opens a think reply with "Assistant: <think" (prompt in SFT): the rejected reply has no
+    think, so the shared prompt is the common token prefix and "<think" is scored as answer."""
+    import json
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps(THINK_RECORD) + "\n")
+    roles = Roles(template="g1")
+    (pair,), _ = read_pairs(str(f), ctx_len=4096, roles=roles)
+    full_c, full_r = _conversations(THINK_RECORD)
+    assert list(pair.prompt + pair.chosen) == _sft_ids(full_c, roles)
+    assert list(pair.prompt + pair.rejected) == _sft_ids(full_r, roles)
+    from rwkvft.data.tokenizer import WorldTokenizer
+    tok = WorldTokenizer()
+    assert tok.decode(list(pair.prompt)).endswith("Assistant:")
+    assert tok.decode(list(pair.chosen[:-1])).startswith(" <think>\nadd\n</think>\n4")
+    from rwkvft.errors import UserError
+    with pytest.raises(UserError, match="cannot render think text"):   # world: a malformed record
+        read_pairs(str(f), ctx_len=4096, roles=Roles(template="world"))

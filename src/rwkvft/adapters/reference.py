@@ -26,6 +26,9 @@ from .base import AdaptedLinear
 class Reference:
     model: nn.Module
     active: Callable[[], contextlib.AbstractContextManager]
+    # the reference computes the base model itself (False: a state prompted at init "base"), so
+    # precomputed base log-probs (`train --ref_logps`) may stand in for it
+    is_base: bool = True
 
 
 @contextlib.contextmanager

@@ -105,7 +105,7 @@ def reference(model: nn.Module, cfg=None) -> Reference:
             for a, t in zip(atts, trained):
                 a._parameters["time_state"] = t
 
-    return Reference(model, active)
+    return Reference(model, active, is_base=getattr(cfg, "init", "zero") == "zero")
 
 
 class FrozenLinear(AdaptedLinear):

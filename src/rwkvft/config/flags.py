@@ -270,6 +270,10 @@ DECLARED: list[F] = [
     F("sft_weight", 0.0, "add this x the chosen answers' cross-entropy to a preference loss "
       "(RPO / CPO-SimPO)", Range(0, hint="0 = off"),
       must_match="the loss"),
+    F("ref_logps", "", "DPO: the reference model's log-probs written by `rwkvft prepare --ref_logps` "
+      "(no reference forward while training: for full fine-tuning, quantised bases, multi-GPU); checked "
+      "against --load_model, --data_file and the rendering flags",
+      must_match="the reference of the DPO loss"),
 ]
 
 # Flags RWKV-PEFT parses that have no effect here (most are dead there too): accepted so old

@@ -43,8 +43,10 @@ def validate_objective(cfg) -> None:
     if cfg.objective == "sft":
         return
     if cfg.train_type == "infctx":
-        raise UserError(f"--objective {cfg.objective} runs each pair in one pass; drop --train_type "
-                        f"infctx (pairs longer than --ctx_len are truncated)")
+        raise UserError(f"--objective {cfg.objective} scores each pair in one forward, not in --train_type "
+                        f"infctx chunks; drop --train_type infctx and set --ctx_len to your longest pair "
+                        f"(`rwkvft data FILE --objective {cfg.objective}` shows the lengths; a longer pair "
+                        f"keeps its prompt's end and its answers' start)")
     if cfg.label_smoothing and not (cfg.objective == "simpo" or cfg.dpo_loss == "robust"):
         raise UserError("--label_smoothing is used by --dpo_loss robust and --objective simpo only")
 

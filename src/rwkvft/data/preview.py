@@ -158,3 +158,54 @@ def preview(cfg: DataConfig, show: int = 3, sample: int = 0, seed: int = 0) -> P
     else:
         result.shown = views[:show]
     return result
+
+
+# ---------------------------------------------------------------- preference pairs
+@dataclass
+class PairView:
+    number: int                   # record number
+    prompt: str                   # texts of the tokens training reads (after truncation)
+    chosen: str
+    rejected: str
+    tokens: dict                  # prompt / chosen / rejected token counts (answers with the EOD)
+
+
+def looks_like_pairs(cfg: DataConfig) -> bool:
+    """The first parsable record of a record file has "chosen" and "rejected"."""
+    if cfg.data_type not in ("jsonl", "sft"):
+        return False
+    for _, record, error in iter_records(cfg):
+        if not error:
+            return isinstance(record, dict) and "chosen" in record and "rejected" in record
+    return False
+
+
+def _pair_view(pair, tok) -> PairView:
+    def text(ids):
+        return tok.decode([i for i in ids if i != EOD]) + ("\x00" if ids and ids[-1] == EOD else "")
+    return PairView(pair.record, text(pair.prompt), text(pair.chosen), text(pair.rejected),
+                    {"prompt": len(pair.prompt), "chosen": len(pair.chosen), "rejected": len(pair.rejected)})
+
+
+def preview_pairs(cfg: DataConfig, show: int = 3, sample: int = 0, seed: int = 0) -> Preview:
+    """What a preference run reads (data/preference.py `read_pairs`, the same rendering and
+    truncation): totals, skips by reason, and `show` first (or `sample` random) pairs."""
+    from .preference import read_pairs
+    from .tokenizer import WorldTokenizer
+    pairs, stats = read_pairs(cfg.data_file, cfg.ctx_len, _roles(cfg), cfg.max_bad_fraction)
+    tok = WorldTokenizer()
+    sums = {k: int(sum(len(getattr(p, k)) for p in pairs)) for k in ("prompt", "chosen", "rejected")}
+    lengths = np.asarray([len(p.prompt) + max(len(p.chosen), len(p.rejected)) for p in pairs])
+    totals = {"kind": "preference pairs", "records": stats.records, "pairs": len(pairs),
+              "truncated": stats.truncated, "skipped": sum(stats.skipped.values()),
+              "skipped_by_reason": dict(stats.skipped), "malformed": sum(stats.bad.values()),
+              "malformed_by_reason": dict(stats.bad), "tokens": sums,
+              "scored_tokens": sums["chosen"] + sums["rejected"],
+              "lengths": {**{f"p{q}": int(np.percentile(lengths, q)) for q in PERCENTILES},
+                          "max": int(lengths.max())},
+              "ctx_len": cfg.ctx_len, "chat_template": cfg.chat_template}
+    chosen = (sorted(random.Random(seed).sample(pairs, min(sample, len(pairs))), key=lambda p: p.record)
+              if sample else pairs[:show])
+    result = Preview(cfg.data_file, totals, [_pair_view(p, tok) for p in chosen])
+    result.lint = list(stats.lines)
+    return result

@@ -99,7 +99,7 @@ def evaluate_pairs(model, data_file, adapter=None, state=None, base=None, compar
                    train_config=None, settings: dict | None = None, beta: float = 0.1) -> dict:
     """Preference pairs (prompt/chosen/rejected) in `data_file`: each model's ranking accuracy and
     margin, and with both sides DPO's implicit rewards (training/preference_eval.py scores)."""
-    from ..data.formats import Roles
+    from ..data.preference import pair_roles
     from ..formats import read_model
     from ..hardware import resolve_device
     from ..training.preference_eval import score_file
@@ -110,7 +110,7 @@ def evaluate_pairs(model, data_file, adapter=None, state=None, base=None, compar
     hw = resolve_device(device, "fp32", flag="--device")
     models = list(_models(read_model(model), adapter, state, base, compare, lora_alpha, op))
     return score_file(models, data_file, cfg.ctx_len, cfg.micro_bsz, hw.device,
-                      Roles(cfg.user_role, cfg.assistant_role, cfg.system_role), beta,
+                      pair_roles(cfg), beta,
                       cfg.max_bad_fraction, cfg.head_chunk)
 
 

@@ -3,7 +3,8 @@
     read_preference_data    plan_run: the pairs are read and checked before any model is loaded
     PreferenceData.datasets build_data: the PairDataset and the held-out pairs
     preference_step         build_trainer: the step the Lightning module calls (with the
-                            method's reference policy for DPO, adapters/reference.py)
+                            method's reference policy for DPO, adapters/reference.py, or the
+                            precomputed log-probs of --ref_logps, training/ref_logps.py)
     PreferenceValidator     --val_file / --val_split: the same metrics on held-out pairs;
                             --save_best keeps the adapter with the best preference accuracy
 Everything else (saving, resume, signals, budgets, merge, export) is the SFT run's.
@@ -42,19 +43,24 @@ class PreferenceData:
 def read_preference_data(cfg, method) -> PreferenceData | None:
     if cfg.objective == "sft":
         return None
-    from ..data.formats import Roles
     from ..data.from_flags import resolve_data_type
-    from ..data.preference import read_pairs
+    from ..data.preference import pair_roles, read_pairs
     kind = resolve_data_type(cfg)
     if kind not in PAIR_DATA_TYPES:
         raise UserError(f"--objective {cfg.objective} trains on preference pairs (records with "
                         f"\"prompt\", \"chosen\", \"rejected\" in .jsonl/.json/.parquet), but --data_file "
                         f"{cfg.data_file} is {kind} data; use --objective sft for plain text")
-    if cfg.objective == "dpo" and method.reference is None:
+    if cfg.ref_logps:
+        from .ref_logps import check_flags
+        check_flags(cfg)
+    elif cfg.objective == "dpo" and method.reference is None:
         raise UserError(f"--objective dpo needs a reference policy, which --peft {method.name} does "
                         f"not define; use --objective simpo or orpo (no reference)")
-    roles = Roles(cfg.user_role, cfg.assistant_role, cfg.system_role)
+    roles = pair_roles(cfg)
     pairs, stats = read_pairs(cfg.data_file, cfg.ctx_len, roles, cfg.max_bad_fraction)
+    if cfg.ref_logps:   # every check of the file, the base's fingerprint included, before loading
+        from .ref_logps import attach
+        pairs = attach(cfg, pairs)
     val = None
     if cfg.val_file:
         val, _ = read_pairs(cfg.val_file, cfg.ctx_len, roles, cfg.max_bad_fraction, what="--val_file")
@@ -73,8 +79,22 @@ def preference_step(plan, model) -> PreferenceStep | None:
     if cfg.objective == "sft":
         return None
     objective = Objective.from_config(cfg)
+    if cfg.ref_logps:   # the pairs carry the reference's log-probs: no reference forward, no copy
+        _check_reference_is_base(plan, model)
+        return PreferenceStep(objective, None, cfg.head_chunk, precomputed=True)
     ref = plan.method.reference(model, plan.peft) if objective.needs_reference else None
     return PreferenceStep(objective, ref, cfg.head_chunk)
+
+
+def _check_reference_is_base(plan, model) -> None:
+    """--ref_logps holds the BASE model's log-probs: refuse a method whose own reference is not the
+    base (a state prompted at init "base"). Full fine-tuning's reference is a copy of the
+    starting model, the base (--adapter_init is refused earlier): no copy is made to ask."""
+    if plan.method.full_model or plan.method.reference is None:
+        return
+    if not plan.method.reference(model, plan.peft).is_base:
+        raise UserError(f"--ref_logps holds the base model's log-probs, but this --peft {plan.method.name} "
+                        f"policy starts elsewhere (its reference is its starting state); drop --ref_logps")
 
 
 def make_preference_validator(cfg, val_pairs, step, saver, log, rank0: bool):

@@ -14,10 +14,14 @@ from .preference import Objective, PairLogps, preference_loss
 
 
 class PreferenceStep:
-    def __init__(self, objective: Objective, reference=None, head_chunk: int = 2048):
-        if objective.needs_reference and reference is None:
+    """`precomputed`: the batches carry the reference's log-prob sums (`ref_chosen`/`ref_rejected`,
+    training/ref_logps.py) and no reference forward runs."""
+
+    def __init__(self, objective: Objective, reference=None, head_chunk: int = 2048, precomputed: bool = False):
+        if objective.needs_reference and reference is None and not precomputed:
             raise ValueError(f"--objective {objective.name} needs a reference policy")
         self.objective, self.reference, self.head_chunk = objective, reference, head_chunk
+        self.precomputed = precomputed
 
     def reference_logps(self, model, batch: dict) -> PairLogps:
         ref = self.reference
@@ -30,8 +34,14 @@ class PreferenceStep:
 
     def logps(self, model, batch: dict) -> tuple[PairLogps, PairLogps | None]:
         lp = shared_prompt_logps(model, batch, self.head_chunk)
-        ref = self.reference_logps(model, batch) if self.objective.needs_reference else None
-        return lp, ref
+        if not self.objective.needs_reference:
+            return lp, None
+        if self.precomputed:
+            if "ref_chosen" not in batch:
+                raise ValueError("a batch without the precomputed reference log-probs")
+            c, r = (batch[k].to(lp.chosen.device, lp.chosen.dtype) for k in ("ref_chosen", "ref_rejected"))
+            return lp, PairLogps(c, r, lp.chosen_n, lp.rejected_n, lp.nll.new_zeros(()))
+        return lp, self.reference_logps(model, batch)
 
     def __call__(self, model, batch: dict):
         """(loss, metrics) of one micro-batch."""
