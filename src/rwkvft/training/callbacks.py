@@ -24,6 +24,13 @@ class RunLog:
             with open(self.proj_dir / "train_log.txt", "a", encoding="utf-8") as f:
                 f.write(text.rstrip("\n") + "\n")
 
+    def say(self, text: str) -> None:
+        """A line for train_log.txt and the console alike (the summaries a user watches for,
+        with or without a terminal): printed once, by the rank that writes the log."""
+        if self.enabled:
+            self.line(text)
+            print(text.rstrip("\n"), flush=True)
+
     def record(self, row: dict) -> None:
         if self.enabled:
             with open(self.proj_dir / "loss.jsonl", "a", encoding="utf-8") as f:
@@ -50,6 +57,7 @@ class StepMetrics(L.Callback):
         self._acc_counts = [0, 0]   # real tokens, positions (this rank, since the last step)
         self._acc_metrics: list[dict] = []  # preference metrics of the step's micro-batches
         self._last_step = -1
+        self.last_row: dict = {}            # the newest loss.jsonl row (console.PlainProgress)
 
     def on_train_start(self, trainer, pl_module):
         self.on_train_epoch_start(trainer, pl_module)  # a mid-epoch resume gets no epoch start
@@ -87,11 +95,12 @@ class StepMetrics(L.Callback):
         pl_module.log("kt/s", tps / 1000, prog_bar=True, on_step=True, batch_size=1)
         for k, v in extra.items():  # TensorBoard / wandb (not the bar: the module shows a subset)
             pl_module.log(k, v, prog_bar=False, on_step=True, batch_size=1)
-        self.runlog.record({"step": trainer.global_step + self.step_offset,
+        self.last_row = {"step": trainer.global_step + self.step_offset,
                          "epoch": self.epoch_begin + trainer.current_epoch,
                          "loss": step_loss, "lr": lr, "tokens": self.tokens,
                          "tokens_per_s": round(tps, 1), "padding": round(1 - real / max(positions, 1), 4),
-                         **extra})
+                         **extra}
+        self.runlog.record(self.last_row)
 
     # Saved in last.ckpt, so a resumed run's loss.jsonl carries on counting tokens.
     def state_dict(self) -> dict:
@@ -153,7 +162,7 @@ class SaveAdapter(L.Callback):
         stop_here = self.my_exit and done >= self.my_exit
         last = done >= trainer.max_epochs or stop_here or trainer.should_stop
         summary = self.metrics.epoch_summary()
-        self.runlog.line(f"epoch {epoch_no}: loss {summary['loss']:.4f} ppl "
+        self.runlog.say(f"epoch {epoch_no}: loss {summary['loss']:.4f} ppl "
                       f"{_ppl(summary['loss']):.2f} lr {trainer.optimizers[0].param_groups[0]['lr']:.3g} "
                       f"tokens {summary['tokens']} tokens/s {summary['tokens_per_s']:.0f} "
                       f"padding {100 * summary['padding']:.1f}% "
@@ -161,7 +170,7 @@ class SaveAdapter(L.Callback):
         if done % self.epoch_save == 0 or last:
             self._save(trainer, epoch_no)
         if stop_here and not done >= trainer.max_epochs:
-            self.runlog.line(f"stopping after epoch {epoch_no} (--my_exit {self.my_exit}); "
+            self.runlog.say(f"stopping after epoch {epoch_no} (--my_exit {self.my_exit}); "
                           f"continue with --resume")
             trainer.should_stop = True
 
