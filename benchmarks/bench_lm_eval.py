@@ -1,7 +1,8 @@
 """Shared-context vs plain scoring through lm-eval on a synthetic task of MMLU's shape.
 
 Usage: python benchmarks/bench_lm_eval.py [--n_layer 12 --n_embd 768] [--limit 100] [--shots 5]
-                                          [--shared_docs N] [--plain_limit N] [--device cpu] [--out DIR]
+                                          [--shared_docs N] [--plain_limit N] [--device cpu]
+                                          [--threads N] [--out DIR]
 
 MMLU itself is on the Hugging Face hub (not downloadable here), so this writes a stand-in with
 its shape: 4 choices answered by one letter, a 5-shot prompt of questions with lettered options
@@ -11,6 +12,8 @@ local YAML + jsonl exactly as a hub task would be. The model is a random one of 
 tokens run through the model and the wall time; `--plain_limit` runs the plain path on fewer
 documents (it is ~4x slower) and scales its time to --limit (`--shared_docs` the same for the
 shared path). Both paths score the same documents first, so their accuracies agree.
+Besides wall time it prints the process's CPU time: on a machine busy with other jobs, CPU time
+with `--threads 1` is what the run costs one quiet core (wall time there only says how busy it was).
 """
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ def write_task(root: Path, n_docs: int, shots: int, seed: int = 0) -> Path:
     return root / "tasks"
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n_layer", type=int, default=12)
     ap.add_argument("--n_embd", type=int, default=768)
@@ -67,8 +70,11 @@ def main() -> int:
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from rwkvft.formats import write_state_dict
     from rwkvft.evaluation.harness import RwkvLM
     from rwkvft.evaluation.tasks import run_tasks, task_manager
@@ -90,15 +96,16 @@ def main() -> int:
                                  ("plain", False, args.plain_limit or args.limit)):
         lm = RwkvLM(pretrained=path, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                     shared_context=shared)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         table = run_tasks(lm, ["mmlu_shaped"], limit=limit, tm=tm)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         c = lm.scorer.counter
         rows[label] = table["mmlu_shaped"]["acc"][0]
         scale = args.limit / limit
         print(f"{label:15s} {limit:4d} docs: {c.total:8d} tokens run ({c.tokens['context']} context, "
-              f"{c.tokens['continuation']} continuation), {seconds:7.1f} s"
-              + (f" -> ~{seconds * scale:.0f} s for {args.limit} docs" if scale != 1 else "")
+              f"{c.tokens['continuation']} continuation), {seconds:7.1f} s wall, {cpu:7.1f} s CPU"
+              + (f" -> ~{seconds * scale:.0f} s wall, ~{cpu * scale:.0f} s CPU for {args.limit} docs"
+                 if scale != 1 else "")
               + f", acc {rows[label]:.4f}")
         if label == "shared context":
             print(f"{'':15s} prompt length: {c.tokens['context'] / limit:.0f} tokens on average")

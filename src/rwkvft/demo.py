@@ -66,7 +66,7 @@ def run_demo(out="rwkvft-demo", n_layer: int = 2, n_embd: int = 128, epochs: int
     _fresh_out(out, force)
     base = out / "demo-base.pth"
     print(f"[1/4] initialising a tiny RWKV-7 (L{n_layer} C{n_embd}, vocab 65536) -> {base}")
-    write_state_dict(init_state_dict(new_config(n_layer, n_embd), seed=seed), base)
+    write_state_dict(init_state_dict(new_config(n_layer, n_embd), seed=seed, trainable=True), base)
     data = out / "chat.jsonl"
     shutil.copyfile(SAMPLE_JSONL, data)
     print(f"[2/4] sample data: {data} ({sum(1 for _ in open(data, encoding='utf-8'))} conversations)")

@@ -13,6 +13,41 @@ class UserError(Exception):
         super().__init__(message.strip().splitlines()[0] if message.strip() else message)
 
 
+class Problems(UserError):
+    """Several UserErrors found together (every flag is checked before a run stops): the CLI
+    prints one `rwkvft: error:` line for each, so one run shows everything to fix."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = list(lines)
+        Exception.__init__(self, self.lines[0])
+
+
+class Checks:
+    """Runs independent checks, keeping every UserError instead of stopping at the first."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def run(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs), or None after recording its UserError(s)."""
+        try:
+            return fn(*args, **kwargs)
+        except Problems as e:
+            self.lines += e.lines
+        except UserError as e:
+            self.lines.append(str(e))
+        return None
+
+    def add(self, message: str) -> None:
+        self.lines.append(message)
+
+    def raise_if_any(self) -> None:
+        if len(self.lines) == 1:
+            raise UserError(self.lines[0])
+        if self.lines:
+            raise Problems(self.lines)
+
+
 def quote(e: BaseException, limit: int = 300) -> str:
     """A library's error text for our one-line messages: its first sentence, whole.
 

@@ -92,19 +92,37 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return a.resolve() == b.resolve()
 
 
-class _DropTips(logging.Filter):
-    """Lightning's start-up adverts ("💡 Tip: ... litlogger / litmodels")."""
+def is_launched_rank() -> bool:
+    """A DDP process other than global rank 0 (Lightning re-runs the command line for them, and
+    marks them the way its own rank helper reads). Such a process prints no notes: rank 0 does."""
+    return any(os.environ.get(k, "0") not in ("", "0")
+               for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in record.getMessage()
+
+def note(text: str) -> None:
+    """`rwkvft: note: ...` on stdout, once per run (not again from every DDP rank)."""
+    if not is_launched_rank():
+        print(f"rwkvft: note: {text}", flush=True)
 
 
-_DROP_TIPS = _DropTips()
+def bar_disabled(progress: bool):
+    """tqdm's `disable=` for a bar the caller wants shown: None lets tqdm turn it off when stderr
+    is no terminal (a bar there writes one endless carriage-return line into the log)."""
+    return None if progress else True
+
+
+# Libraries whose warnings are written for their own developers, not for ours (torch's
+# deprecations inside Lightning, Lightning's advice on its own settings): `--debug` shows them.
+_LIBRARIES = (r"(lightning|lightning_fabric|pytorch_lightning|torch|deepspeed|transformers|peft|"
+              r"datasets|bitsandbytes|triton|fla|lm_eval|trl)(\..*)?$")
 
 
 def quiet_library_noise() -> None:
     """Hide library messages that are noise to our users on every run (`--debug` keeps them):
-    Lightning's litlogger/litmodels tips and its torch pytree LeafSpec deprecation warning."""
+    the libraries' warnings, Lightning's start-up lines (GPU/TPU available, distributed set-up,
+    tips) and its "`Trainer.fit` stopped" line. Our own lines are prints, not logging."""
     warnings.filterwarnings("ignore", message=re.escape("`isinstance(treespec, LeafSpec)` is deprecated"))
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DROP_TIPS)
+    warnings.filterwarnings("ignore", module=_LIBRARIES)
+    # Lightning gives its loggers INFO handlers of their own at import; only this global
+    # switch keeps their records below WARNING away (rwkvft itself prints, it does not log).
+    logging.disable(logging.INFO)

@@ -143,8 +143,8 @@ def test_plain_text_file_and_flags(capsys, tmp_path):
     msg = _error(capsys, _flags(missing, tmp_path / "r", txt))
     assert "trains on preference pairs" in msg and "is utf-8 data" in msg
     assert "--beta must be positive (or -1), got 0.0" in _error(capsys, _flags(missing, tmp_path / "r", beta=0))
-    assert "--label_smoothing must be in [0, 0.5)" in _error(capsys, _flags(missing, tmp_path / "r",
-                                                                            label_smoothing=0.5))
+    assert "--label_smoothing must be in [0, 0.5)" in _error(capsys, _flags(  # robust: the one problem
+        missing, tmp_path / "r", label_smoothing=0.5, dpo_loss="robust"))
     assert "--label_smoothing is used by --dpo_loss robust" in _error(
         capsys, _flags(missing, tmp_path / "r", label_smoothing=0.1))
     assert "--objective 'kto' is not one of" in _error(capsys, _flags(missing, tmp_path / "r", objective="kto"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 MC_DOCS = [{"question": f"What is {i} plus {i + 1}?", "choices": [str(2 * i + 1), str(2 * i), "seven", "a blue"],
@@ -63,3 +64,32 @@ def greedy_text(model, tokenizer, prompt: list[int], n: int) -> list[int]:
                 break
             ids.append(nxt)
     return ids[len(prompt):]
+
+
+def mc_hits(model, tokenizer) -> list[float]:
+    """Per document of MC_DOCS: 1.0 when the choice with the highest direct log-likelihood is the
+    label (the h28_mc task's prompt and lm-eval's " " target delimiter)."""
+    hits = []
+    for doc in MC_DOCS:
+        context = f"Question: {doc['question']}\nAnswer:"
+        ctx = tokenizer.encode(context)
+        lls = [direct_logprob(model, ctx, tokenizer.encode(context + " " + c)[len(ctx):])[0]
+               for c in doc["choices"]]
+        hits.append(float(max(range(len(lls)), key=lls.__getitem__) == doc["label"]))
+    return hits
+
+
+# Fixtures for the lm-eval test modules (imported by name: a conftest.py here would shadow
+# tests/conftest.py, which test modules import as `conftest`).
+@pytest.fixture(scope="module")
+def tasks_dir(tmp_path_factory):
+    return write_tasks(tmp_path_factory.mktemp("lmeval_cli"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo's tiny World-vocabulary base and its trained MiSS adapter (short run)."""
+    from rwkvft.cli import main
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--epoch_steps", "6", "--n_embd", "64"]) == 0
+    return out / "demo-base.pth", sorted((out / "run").glob("rwkv-*.pth"))[-1]

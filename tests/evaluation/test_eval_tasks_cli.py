@@ -1,33 +1,16 @@
-"""`rwkvft eval --tasks` (scores, --compare on the demo's adapter, --json, errors) and
-`lm_eval --model rwkvft` through lm-eval's own command line."""
+"""`rwkvft eval --tasks` (scores, --compare on the demo's adapter, --json, errors); the plain
+`lm_eval --model rwkvft` is in test_lm_eval_console.py."""
 from __future__ import annotations
 
 import json
 import sys
-import tomllib
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("lm_eval")  # the eval extra; in [test], so CI has it (tests/test_gpu_collection.py)
 
-from eval_helpers import MC_DOCS, write_tasks
+from eval_helpers import MC_DOCS, demo, mc_hits, tasks_dir  # noqa: F401  (fixtures)
 from rwkvft.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tasks_dir(tmp_path_factory):
-    return write_tasks(tmp_path_factory.mktemp("lmeval_cli"))
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo's tiny World-vocabulary base and its trained MiSS adapter (short run)."""
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--epoch_steps", "6", "--n_embd", "64"]) == 0
-    return out / "demo-base.pth", sorted((out / "run").glob("rwkv-*.pth"))[-1]
 
 
 def _one_error(capsys, argv, *words):
@@ -48,7 +31,16 @@ def test_compare_prints_base_and_adapter_scores(demo, tasks_dir, capsys):
     row = out["compare"]["h28_mc"]["acc"]
     assert row["base"] == b["value"] and row["adapted"] == a["value"]
     assert row["diff"] == pytest.approx(a["value"] - b["value"])
-    assert row["diff_stderr"] == pytest.approx((a["stderr"] ** 2 + b["stderr"] ** 2) ** 0.5)
+    # paired by document, by hand: per-document correctness of each model from direct log-likelihoods
+    from rwkvft import load_model
+    from rwkvft.data.tokenizer import WorldTokenizer
+    tok = WorldTokenizer()
+    hb, ha = mc_hits(load_model(base), tok), mc_hits(load_model(base, adapter=adapter), tok)
+    assert (b["value"], a["value"]) == (pytest.approx(sum(hb) / 8), pytest.approx(sum(ha) / 8))
+    d = [x - y for x, y in zip(ha, hb)]
+    mean = sum(d) / len(d)
+    hand = (sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5
+    assert row["diff_stderr"] == pytest.approx(hand, abs=1e-12)
     n = len(MC_DOCS)
     for side in ("base", "adapted"):   # 8 contexts run once each, 4 answers continue from each
         s = out["stats"][side]
@@ -64,38 +56,6 @@ def test_compare_prints_base_and_adapter_scores(demo, tasks_dir, capsys):
     assert any(line.startswith("h28_mc") and "acc" in line for line in text.splitlines())
 
 
-def test_lm_eval_command_line_runs_the_rwkvft_model(demo, tasks_dir, tmp_path, monkeypatch, capsys):
-    import lm_eval.__main__ as lm_main
-    from lm_eval.api.registry import get_model
-
-    from rwkvft.evaluation.harness import RwkvLM   # importing registers the model
-    assert get_model("rwkvft") is RwkvLM
-    base, adapter = demo
-    monkeypatch.setattr(sys, "argv", [
-        "lm_eval", "run", "--model", "rwkvft", "--model_args", f"pretrained={base},adapter={adapter}",
-        "--tasks", "h28_mc", "--include_path", str(tasks_dir), "--device", "cpu",
-        "--output_path", str(tmp_path / "out")])
-    lm_main.cli_evaluate()
-    written = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
-    capsys.readouterr()
-    assert main(["eval", "--model", str(base), "--adapter", str(adapter), "--tasks", "h28_mc",
-                 "--include_path", str(tasks_dir), "--json"]) == 0
-    ours = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert written["results"]["h28_mc"]["acc,none"] == ours["results"]["adapted"]["h28_mc"]["acc"]["value"]
-
-
-def test_pyproject_declares_the_lm_eval_plugin_and_the_extra():
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    target = meta["entry-points"]["lm_eval.models"]["rwkvft"]
-    module, name = target.split(":")
-    import importlib
-    from lm_eval.api.registry import get_model
-    assert getattr(importlib.import_module(module), name) is get_model("rwkvft")
-    extras = meta["optional-dependencies"]
-    assert any(d.startswith("lm-eval") for d in extras["eval"]) and extras["lm_eval"] == extras["eval"]
-    assert any(d.startswith("lm-eval") for d in extras["test"])
-
-
 def test_bad_input_gets_one_error_line(demo, tasks_dir, tmp_path, capsys):
     base, _ = demo
     common = ["eval", "--model", str(base), "--include_path", str(tasks_dir)]
@@ -103,6 +63,9 @@ def test_bad_input_gets_one_error_line(demo, tasks_dir, tmp_path, capsys):
     _one_error(capsys, common + ["--tasks", "h28_mc", "--limit", "0"], "--limit")
     _one_error(capsys, common + ["--tasks", "h28_mc", "--apply_chat_template"], "chat template")
     _one_error(capsys, common + ["--tasks", " , "], "--tasks")
+    _one_error(capsys, common + ["--tasks", "h28_mc", "--num_fewshot", "-1"], "--num_fewshot")
+    _one_error(capsys, ["eval", "--model", str(base), "--tasks", "h28_mc", "--include_path",
+                        str(tmp_path / "no_such_folder")], "--include_path", "does not exist")
     _one_error(capsys, ["eval", "--model", str(base)], "--data_file", "--tasks")
     # a task whose data is on the Hugging Face hub, with no network to fetch it
     hub = tmp_path / "hub"

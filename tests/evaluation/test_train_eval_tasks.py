@@ -3,6 +3,7 @@ the saved file afterwards), the plot, and --save_best on a task metric."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -72,3 +73,8 @@ def test_task_flags_are_checked_before_training(setup, tmp_path, capsys):
     one_error("--save_best", eval_tasks="h28_mc", eval_include_path=tasks, best_metric="h28_mc/acc")
     one_error("--eval_tasks", eval_limit=3)
     one_error("TASK/METRIC", eval_tasks="h28_mc", eval_include_path=tasks, best_metric="acc", save_best=1)
+    one_error("unknown task 'h28_mcq'", "h28_mc", eval_tasks="h28_mcq", eval_include_path=tasks)
+    with pytest.MonkeyPatch.context() as mp:   # lm-eval not installed: the message names the extra
+        mp.setitem(sys.modules, "lm_eval", None)
+        mp.setitem(sys.modules, "lm_eval.evaluator", None)
+        one_error("rwkvft[eval]", eval_tasks="h28_mc", eval_include_path=tasks)

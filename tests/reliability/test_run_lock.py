@@ -98,6 +98,7 @@ def test_the_lock_itself_refuses_when_the_command_line_does_not_name_the_folder(
 
 def test_a_failed_run_releases_the_folder(capsys, small_model, tokens_npy, tmp_path):
     proj = tmp_path / "p"
+    proj.mkdir()   # (a folder the failed run created itself is removed with the run: issue 30)
     bad = train_flags(small_model, proj, tokens_npy, peft_config='{"r": 4, "layers": [7]}')
     capsys.readouterr()
     assert main(bad) == 2

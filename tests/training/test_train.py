@@ -165,6 +165,8 @@ def test_ddp_two_processes_on_cpu(small_model, tokens_npy, tmp_path):
     assert len(sums) == 2 and sums[0] == sums[1]
     rows = [json.loads(l) for l in (proj / "loss.jsonl").read_text().splitlines()]
     assert rows[-1]["tokens"] == 3 * 2 * 32 * 2  # epoch = epoch_steps x micro_bsz x devices samples
+    # issue 30 item 9: the summary once (rank 0), no library deprecation warnings per rank
+    assert r.stdout.count("logs: ") == 1 and "deprecated" not in r.stderr, r.stdout + r.stderr
 
 
 # ---------- bad input ----------

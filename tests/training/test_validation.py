@@ -165,6 +165,31 @@ def test_loss_png_has_the_validation_curve(tmp_path):
     assert orange_pixels(train + val) > 200
 
 
+def test_loss_png_right_hand_axes_do_not_overlap(tmp_path):
+    """--eval_tasks with a preference objective: task scores and preference accuracy each get a
+    right-hand axis. Drawn, the two axes (ticks, tick labels, axis label) and the three legends do
+    not overlap, and every axis fits inside the figure."""
+    from rwkvft.training.callbacks import loss_figure
+    train = [{"step": s, "loss": 1 - s / 40, "rewards/accuracies": 0.5 + s / 50} for s in range(1, 21)]
+    val = [{"kind": "val", "step": s, "loss": 0.9 - s / 50, "rewards/accuracies": 0.6} for s in (10, 20)]
+    tasks = [{"kind": "tasks", "step": s, "scores": {"h28_mc/acc": 0.25 + s / 100, "h28_gen/exact_match": 0.1}}
+             for s in (10, 20)]
+    (tmp_path / "loss.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train + val + tasks))
+    fig = loss_figure(tmp_path)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    main_ax, *twins = fig.axes
+    assert [t.get_ylabel() for t in twins] == ["task score", "preference accuracy"]
+    first, second = (t.yaxis.get_tightbbox(renderer) for t in twins)
+    assert first.x1 <= second.x0, (first, second)           # side by side, the second further out
+    legends = [a.get_legend().get_window_extent(renderer) for a in fig.axes]
+    assert not any(a.overlaps(b) for i, a in enumerate(legends) for b in legends[i + 1:]), legends
+    for box in (first, second, main_ax.yaxis.get_tightbbox(renderer)):
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.x1, (box, fig.bbox)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
 def test_save_best_is_the_lowest_val_step(small_model, docs_npy, tmp_path):
     proj = tmp_path / "best"
     assert main(["train", *flags(small_model, proj, docs_npy, lr_init=0.05, lr_final=0.05,

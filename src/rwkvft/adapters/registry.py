@@ -57,6 +57,21 @@ def all_suffixes() -> set[str]:
     return {s for m in _METHODS.values() for s in m.suffixes} | {"disha", "bone"}
 
 
+# other tools' spellings of our peft_config keys (HF peft, RWKV-PEFT's *_config JSON)
+_KEY_SYNONYMS = {"rank": "r", "lora_r": "r", "bone_r": "r", "pissa_r": "r", "miss_r": "r",
+                 "bone_mode": "mode", "alpha": "lora_alpha"}
+
+
+def _meant_key(key: str, keys) -> str:
+    """'; did you mean 'r'?' for another tool's spelling or a typo of an accepted key."""
+    import difflib
+    meant = _KEY_SYNONYMS.get(key)
+    if meant not in keys:
+        close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.7)
+        meant = close[0] if close else None
+    return f" (did you mean {meant!r}?)" if meant else ""
+
+
 def parse_peft(method: str, peft_config=None) -> AdapterConfig:
     """Validate `--peft METHOD --peft_config JSON` and return an AdapterConfig."""
     m = get(method)
@@ -64,6 +79,6 @@ def parse_peft(method: str, peft_config=None) -> AdapterConfig:
     unknown = sorted(set(d) - set(m.keys))
     if unknown:
         accepted = ", ".join(sorted(m.keys)) or "none (pass no --peft_config)"
-        raise UserError(f"--peft_config: unknown key {unknown[0]!r} for {m.name}; "
-                        f"accepted keys: {accepted}")
+        raise UserError(f"--peft_config: unknown key {unknown[0]!r} for {m.name}"
+                        f"{_meant_key(unknown[0], m.keys)}; accepted keys: {accepted}")
     return m.parse(d)

@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is our one `rwkvft: error:` line (exit 2) like any other."""
 
-    def error(self, message: str):
+    def error(self, message: str):   # self.prog names the subcommand: `rwkvft train`
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
@@ -54,11 +54,13 @@ class _HelpWithDefaults(argparse.HelpFormatter):
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    from .. import __version__
     parser = _Parser(
         prog="rwkvft", formatter_class=_HelpWithDefaults,
         description="Fine-tune RWKV language models with parameter-efficient methods.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"rwkvft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text,
@@ -101,6 +103,18 @@ def _negative_number(text: str) -> bool:
     return True
 
 
+def _refuse_unknown(parser: argparse.ArgumentParser, extra: list[str], command: str | None) -> None:
+    """Flags argparse did not take: RWKV-PEFT's get a pointer, typos a "did you mean"."""
+    from ..errors import Checks
+    from .foreign_flags import unknown_flags
+    sub = parser._subparsers._group_actions[0].choices.get(command) if command else parser
+    known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    checks = Checks()
+    for line in unknown_flags(extra, known, command):
+        checks.add(line)
+    checks.raise_if_any()
+
+
 def _os_error_line(e: OSError) -> str:
     where = f" {e.filename}" if e.filename else ""
     if e.errno == errno.ENOSPC:
@@ -109,6 +123,15 @@ def _os_error_line(e: OSError) -> str:
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write{where} ({e.strerror}); choose a folder you can write to"
     return f"file system error on{where or ' a file'}: {e.strerror or quote(e)}"
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, the interpreter's final flush of stdout would fail again."""
+    import os
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by a test's capture
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             from ..training.runlock import refuse_if_busy
             refuse_if_busy(argv)
         parser = build_parser(command)
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _refuse_unknown(parser, extra, args.command)
         if not args.command:
             parser.print_help()
             return 0
@@ -132,8 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if debug:
             traceback.print_exc()
-        print(f"rwkvft: error: {e}", file=sys.stderr)
+        for line in getattr(e, "lines", [str(e)]):   # Problems: every problem, one line each
+            print(f"rwkvft: error: {line}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rwkvft inspect M | head -3`: the reader left, nothing is wrong
+        _silence_stdout()
+        return 141   # what a shell reports for a command stopped by SIGPIPE
     except OSError as e:  # disk full / read-only folder outside the places that check it
         if debug:
             traceback.print_exc()

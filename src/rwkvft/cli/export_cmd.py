@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="adapter: rwkv-N.pth / .safetensors (rwkvft or RWKV-PEFT) or an HF-peft folder")
     p.add_argument("--format", required=True, choices=sorted(f.name for f in targets),
                    help="; ".join(f"{f.name}: {f.what}" for f in targets))
-    p.add_argument("--output", required=True, help="file (ai00-lora: .st, runner-state: .pth, "
+    p.add_argument("--output", "--out", dest="output", required=True, help="file (ai00-lora: .st, runner-state: .pth, "
                    "ai00-state: .state) or folder (hf, hf-peft) to write")
     p.add_argument("--lora_alpha", type=float, default=None,
                    help="LoRA alpha (required for RWKV-PEFT LoRA files; overrides adapter_config.json)")
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(transformers' Rwkv7ForCausalLM, the RWKV org's 2026 repos)")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="--format hf --layout native: dtype of the weights (default bf16)")
-    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--force", "--overwrite", dest="force", action="store_true", help="replace an existing output")
 
 
 def run(args: argparse.Namespace) -> int:

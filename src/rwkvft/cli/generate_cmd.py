@@ -9,7 +9,9 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint (.pth or .safetensors)")
     parser.add_argument("--prompt", required=True, help="text to continue")
-    parser.add_argument("--max_tokens", type=int, default=100, help="tokens to generate at most")
+    parser.add_argument("--max_new_tokens", "--max_tokens", dest="max_tokens", type=int, default=100,
+                        help="tokens to generate at most (--max_tokens is its older name; "
+                             "train's --max_tokens is a training budget)")
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     parser.add_argument("--top_p", type=float, default=0.85, help="nucleus sampling mass, in (0, 1]")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same text")

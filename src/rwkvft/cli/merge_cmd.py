@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", required=True,
                    help="adapter file (rwkv-N.pth from rwkvft or RWKV-PEFT; .safetensors too) or an HF peft "
                         "adapter folder (RWKV-PEFT's {proj_dir}-adapter, rwkvft export --format hf-peft)")
-    p.add_argument("--output", required=True, help="merged model path (.pth, .safetensors or .st)")
+    p.add_argument("--output", "--out", dest="output", required=True, help="merged model path (.pth, .safetensors or .st)")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="dtype of the written tensors (default bf16; the st format is always fp16)")
     p.add_argument("--format", choices=["pth", "safetensors", "st"], default=None,
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default: from the output suffix")
     p.add_argument("--lora_alpha", type=float, default=None,
                    help="LoRA alpha (required for RWKV-PEFT LoRA files; overrides adapter_config.json)")
-    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.add_argument("--force", "--overwrite", dest="force", action="store_true", help="replace an existing output file")
 
 
 def run(args: argparse.Namespace) -> int:

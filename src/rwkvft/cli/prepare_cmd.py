@@ -9,7 +9,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, metavar="FILE",
                         help="jsonl files (one record per line: text, chat messages or prompt/response) "
                              "or plain-text files (one document per file)")
-    parser.add_argument("--output", default="", metavar="PREFIX",
+    parser.add_argument("--output", "--out", dest="output", default="", metavar="PREFIX",
                         help="output prefix: writes PREFIX.bin and PREFIX.idx (uint16, RWKV-LM/RWKV-PEFT binidx); "
                              "with --ref_logps the file to write (default: INPUT.ref_logps.safetensors)")
     parser.add_argument("--no_eod", action="store_true",
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input format; auto = jsonl for .jsonl/.ndjson files, text otherwise")
     parser.add_argument("--max_bad_fraction", type=float, default=0.01,
                         help="fail when more than this fraction of records is malformed (default 0.01)")
-    parser.add_argument("--force", action="store_true", help="overwrite existing PREFIX.bin / PREFIX.idx")
+    parser.add_argument("--force", "--overwrite", dest="force", action="store_true", help="overwrite existing PREFIX.bin / PREFIX.idx")
     parser.add_argument("--user_role", default="User", help="name of the user role in chat records")
     parser.add_argument("--assistant_role", default="Assistant", help="name of the assistant role")
     parser.add_argument("--system_role", default="System", help="name of the system role")

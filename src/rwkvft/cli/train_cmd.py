@@ -15,6 +15,9 @@ def run(args) -> int:
     from ..config import resolve_config
 
     result = train(resolve_config(args))
+    from ..training.run_dir import rank_zero
+    if not rank_zero():  # DDP ranks > 0 run this command too: the summary is rank 0's
+        return 0
     if result.adapters:
         print(f"adapter: {result.adapters[-1]}")
     if result.merged:

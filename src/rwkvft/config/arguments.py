@@ -15,8 +15,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: none)")
     for flag in FLAGS.values():
         add_flag_argument(parser, flag, flag.help_with_default())
-    for name in IGNORED_FLAGS:
-        parser.add_argument(f"--{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    # merge, export, init, demo and prepare call it --force: the same meaning, the same word
+    parser.add_argument("--force", dest="overwrite", type=parse_bool, nargs="?", const=True,
+                        default=argparse.SUPPRESS, help="the same as --overwrite (default: off)")
+    for name in IGNORED_FLAGS:   # some are switches in RWKV-PEFT: a value is optional
+        parser.add_argument(f"--{name}", nargs="?", const=True, default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
 
 
 def add_flag_argument(parser: argparse.ArgumentParser, flag: Flag, help_text: str) -> None:

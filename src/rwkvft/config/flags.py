@@ -293,4 +293,21 @@ IGNORED_FLAGS = {
     "head_qk": "a legacy RWKV-LM option with no effect on released models",
     "my_pos_emb": "a legacy RWKV-LM option with no effect on released models",
     "dropout": "dead in RWKV-PEFT too; for adapter dropout use --peft_config '{\"dropout\": 0.05}'",
+    **{k: "a legacy RWKV-LM option with no effect on released models"
+       for k in ("tiny_att_dim", "tiny_att_layer", "load_partial", "my_ffn_shift", "my_att_shift")},
+    **{k: "RWKV-LM's pre-training sampler; sampling here is --dataload / --window_sampling"
+       for k in ("magic_prime", "my_exit_tokens", "my_pile_stage", "my_pile_version",
+                 "my_pile_shift", "my_pile_edecay", "my_random_steps", "my_sample_len")},
+    "persistent_workers": "data loading workers are set by --num_workers alone",
+    "prefetch_factor": "data loading workers are set by --num_workers alone",
+    "fused_kernel": "rwkvft picks its fused kernels itself (--op auto)",
+    "l2warp_sparse": "rwkvft adds no L2Wrap term",
+}
+
+# RWKV-PEFT method names with no method here: what to use instead (aliases such as bone and
+# disha, which are MiSS, are the method records' own: adapters/miss.py)
+FOREIGN_METHODS = {
+    "adalora": " (RWKV-PEFT maps adalora but never tested it; --peft lora is the nearest)",
+    "prefix": " (RWKV-PEFT maps prefix but never tested it; --peft state tunes a prefix-like state)",
+    "lisa": " (LISA left RWKV-PEFT in 2024; use --peft miss or lora)",
 }

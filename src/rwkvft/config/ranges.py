@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..errors import Checks, UserError
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,13 @@ def _num(v) -> str:
 
 
 def check_ranges(values: dict, ranges: dict[str, Range], prefix: str = "--") -> None:
-    """UserError naming the first value outside its Range (NaN and Inf included)."""
+    """UserError naming every value outside its Range (NaN and Inf included), one line each."""
+    checks = Checks()
     for name, rng in ranges.items():
         if name not in values:
             continue
         x = values[name]
         if not rng.contains(x):
             hint = f"; {rng.hint}" if rng.hint else ""
-            raise UserError(f"{prefix}{name} must be {rng.describe()}, got {x!r}{hint}")
+            checks.add(f"{prefix}{name} must be {rng.describe()}, got {x!r}{hint}")
+    checks.raise_if_any()

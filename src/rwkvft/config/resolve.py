@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..adapters import registry as peft_registry
 from ..errors import UserError, quote
+from ..utils import note
 from .arguments import parse_bool
 from .flags import IGNORED_FLAGS
 from .record import FLAGS, TrainConfig
@@ -57,13 +58,27 @@ def config_from_values(values: dict) -> TrainConfig:
     for k, v in values.items():
         if k in FLAGS:
             setattr(cfg, k, coerce(k, v))
+    _canonical_method(cfg)
     if "lr_init" not in values and cfg.peft in peft_registry.names():
         # a method may want another LR (a state wants a far larger one: adapters/state.py)
         cfg.lr_init = peft_registry.get(cfg.peft).default_lr or cfg.lr_init
     validate(cfg)
     for k in sorted(set(values) & set(IGNORED_FLAGS)):
-        print(f"rwkvft: note: --{k} is accepted for RWKV-PEFT scripts but ignored: {IGNORED_FLAGS[k]}")
+        note(f"--{k} is accepted for RWKV-PEFT scripts but ignored: {IGNORED_FLAGS[k]}")
     return cfg
+
+
+def _canonical_method(cfg: TrainConfig) -> None:
+    """--peft bone / disha (RWKV-PEFT's earlier names of MiSS) train MiSS: say so, use its name."""
+    try:
+        method = peft_registry.get(cfg.peft)
+    except UserError:
+        return   # validate() names the choices
+    if method.name != cfg.peft:
+        note(f"--peft {cfg.peft} is RWKV-PEFT's name for what rwkvft calls --peft {method.name}; "
+             f"training {method.name}")
+        cfg.peft = method.name
+
 
 def coerce(name: str, value):
     """A value from a --config file (or the command line) as the flag's type, or UserError."""

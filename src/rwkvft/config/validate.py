@@ -5,24 +5,25 @@ from __future__ import annotations
 import dataclasses
 
 from ..adapters import registry as peft_registry
-from ..errors import UserError
-from .flags import INFCTX_BPTT, TRAIN_TYPES
+from ..errors import Checks, UserError
+from .flags import FOREIGN_METHODS, INFCTX_BPTT, TRAIN_TYPES
 from .ranges import check_ranges
 from .record import FLAGS, RANGES
 
 
 def validate(cfg) -> None:
-    def bad(msg):
-        raise UserError(msg)
-
+    """Every check, every problem reported together (one line each), then stop."""
+    checks = Checks()
+    bad = checks.add
     if not cfg.load_model:
         bad("--load_model is required (the base RWKV .pth to fine-tune)")
     if not cfg.data_file and cfg.data_type != "dummy":
         bad("--data_file is required (a binidx prefix, .jsonl, text or .npy file)")
-    check_ranges(dataclasses.asdict(cfg), RANGES)
-    check_choices(cfg)
+    checks.run(check_ranges, dataclasses.asdict(cfg), RANGES)
+    checks.run(check_choices, cfg)
     if cfg.peft not in peft_registry.names():
-        bad(f"--peft {cfg.peft!r} is not supported; choose one of {', '.join(peft_registry.names())}")
+        bad(f"--peft {cfg.peft!r} is not supported; choose one of {', '.join(peft_registry.names())}"
+            f"{FOREIGN_METHODS.get(cfg.peft, '')}")
     if cfg.accelerator not in ("auto", "cpu", "gpu", "cuda"):
         bad(f"--accelerator {cfg.accelerator!r} is not one of auto, cpu, gpu")
     if cfg.adapter_format not in ("pth", "safetensors"):
@@ -31,9 +32,10 @@ def validate(cfg) -> None:
         bad("--resume and --overwrite contradict each other; pick one")
     if cfg.resume and cfg.adapter_init:
         bad("--resume continues from last.ckpt, --adapter_init starts a new run from an adapter; pick one")
-    _validate_evaluation(cfg, bad)
-    validate_infctx(cfg)
-    validate_objective(cfg)
+    checks.run(_validate_evaluation, cfg, bad)
+    checks.run(validate_infctx, cfg)
+    checks.run(validate_objective, cfg)
+    checks.raise_if_any()
 
 
 def validate_objective(cfg) -> None:

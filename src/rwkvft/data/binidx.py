@@ -156,3 +156,4 @@ class BinIdx:
 
     def doc(self, i: int) -> np.ndarray:
         return self.tokens[self.offsets[i]:self.offsets[i + 1]]
+

@@ -210,7 +210,7 @@ class RWKVDataset(Dataset):
         lines.append(loss_mask_note(self.cfg, c))
         if c.stats.bad:
             lines.append(f"skipped records: {c.stats.skipped_text()}")
-        return "\n".join(lines + self.notes)
+        return "\n".join(lines + c.stats.notes + self.notes)
 
 
 class WindowDataset(RWKVDataset):

@@ -71,6 +71,7 @@ class Stats:
     bad: int = 0
     reasons: Counter = field(default_factory=Counter)
     first_bad: list = field(default_factory=list)
+    notes: list = field(default_factory=list)   # how the file was read, for the data summary
 
     def add(self, c: Chunk) -> None:
         self.docs += len(c.sizes)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..utils import require_file, same_file
+from ..utils import bar_disabled, require_file, same_file
 from .binidx import BinIdxWriter, strip_suffix
 from .formats import Roles
 from .pipeline import CHUNK_BYTES, Options, Stats, check_records, _jsonl_task, _text_task, default_workers, jsonl_tasks, run_tasks, text_tasks
@@ -91,7 +91,7 @@ def tokenize_to(writer: BinIdxWriter, paths, formats, opts: Options, workers: in
     stats, pending, longest = Stats(), 0, 0
     total = sum(p.stat().st_size for p in paths)
     start = time.perf_counter()
-    with tqdm(total=total, unit="B", unit_scale=True, disable=not progress, desc="prepare") as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, disable=bar_disabled(progress), desc="prepare") as bar:
         for chunk in run_tasks(_call, _tasks(paths, formats, opts), workers):
             sizes = chunk.sizes
             if chunk.text_block:  # a file's document may span several blocks

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..utils import require_file
+from ..utils import bar_disabled, require_file
 from .binidx import BinIdx, strip_suffix
 from .formats import RecordError, Roles, record_segments
 from .pipeline import (Chunk, Options, Stats, _jsonl_task, _text_task, default_workers, encode_records,
@@ -86,7 +86,7 @@ def _concat(chunks: list[Chunk], source: str, stats: Stats) -> Corpus:
 def _collect(fn, tasks, workers: int, progress: bool, total: int, what: str) -> tuple[list[Chunk], Stats]:
     from tqdm import tqdm
     chunks, stats = [], Stats()
-    with tqdm(total=total, unit="B", unit_scale=True, disable=not progress, desc=f"tokenizing {what}") as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, disable=bar_disabled(progress), desc=f"tokenizing {what}") as bar:
         for c in run_tasks(fn, tasks, workers):
             chunks.append(c)
             stats.add(c)
@@ -108,6 +108,12 @@ def _nonempty(path: str, what: str) -> Path:
 
 def read_jsonl(o: ReadOptions) -> Corpus:
     p = _nonempty(o.data_file, "data_file")
+    from .sniff import sniff
+    if sniff(p) == "json array":   # `[{...}, {...}]`: one JSON document, not one record a line
+        corpus = read_record_list(_load_records(p), o, str(p))
+        corpus.stats.notes.append(f"{p.name} is one JSON array, not JSON Lines: its "
+                                  f"{corpus.stats.records} elements were read as records")
+        return corpus
     opts = Options(o.roles, o.text_field, o.sft_field, o.eod)
     chunks, stats = _collect(_jsonl_task, jsonl_tasks(p, opts), _workers(p, o.workers),
                              o.progress, p.stat().st_size, p.name)
@@ -125,7 +131,8 @@ def _load_records(p: Path) -> list:
     try:
         data = json.loads(p.read_bytes())
     except ValueError as e:
-        raise UserError(f"{p} is not valid JSON ({e}); use a .jsonl suffix for JSON-lines files") from None
+        raise UserError(f"{p} is not valid JSON ({e}); a JSON file holds one list of records "
+                        f"[{{...}}, ...], a JSON Lines file one record per line") from None
     if not isinstance(data, list):
         raise UserError(f"{p} must hold a JSON list of records, found {type(data).__name__}")
     return data
@@ -207,6 +214,13 @@ def read_uint16(o: ReadOptions) -> Corpus:
 
 
 def read_binidx(o: ReadOptions) -> Corpus:
+    from .sniff import sniff
+    kind = sniff(o.data_file) if Path(o.data_file).is_file() else ""
+    if kind in ("jsonl", "json array", "npy"):   # a data file of another format
+        right = "numpy" if kind == "npy" else "jsonl"
+        raise UserError(f"--data_type binidx reads PREFIX.bin + PREFIX.idx, but {o.data_file} looks "
+                        f"like {'a NumPy array' if kind == 'npy' else 'JSON Lines data'}: use "
+                        f"--data_type {right} (or auto)")
     b = BinIdx(strip_suffix(o.data_file))
     memmap = (str(b.bin_path), b.dtype.str, len(b.tokens)) if len(b.tokens) else None
     return Corpus(b.tokens, b.offsets, None, b.prefix, Stats(docs=len(b), tokens=len(b.tokens)), memmap)

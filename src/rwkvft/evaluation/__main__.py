@@ -1,6 +1,7 @@
 """`python -m rwkvft.evaluation ARGS`: lm-eval's own command line (`lm_eval ARGS`) with the
-"rwkvft" model registered first, for lm-eval releases that do not yet load installed model
-plugins from the `lm_eval.models` entry point group (0.4.x up to at least 0.4.13)."""
+"rwkvft" model registered first. The installed package makes the plain `lm_eval --model rwkvft`
+work by itself (lm_eval_plugin.py); this is for where site-packages' .pth files do not run
+(`python -S`, a source tree used through PYTHONPATH without installing)."""
 from __future__ import annotations
 
 

@@ -60,39 +60,46 @@ def run_task_eval(args) -> int:
     device = resolve_device(args.device, "fp32", flag="--device").device
     tm = task_manager(names, args.include_path)
     check_tasks(tm, names)
-    results, stats = {}, {}
-    for label, kw in _sides(args):
-        results[label], stats[label] = score(names, tm, device=device, args=args, **kw)
-    _print(args, names, results, stats)
+    sides = _sides(args)
+    results, stats, docs = {}, {}, {}
+    for label, kw in sides:
+        results[label], stats[label], docs[label] = score(names, tm, device=device, args=args,
+                                                          per_doc=len(sides) == 2, **kw)
+    _print(args, names, results, stats, docs)
     return 0
 
 
-def score(names, tm, device, args, **model_kw):
-    """(metrics table, {"seconds", "tokens", "plain_tokens"}) of one model on the tasks."""
+def score(names, tm, device, args, per_doc=False, **model_kw):
+    """(metrics table, {"seconds", "tokens", "plain_tokens"}, per-document scores or None) of one
+    model on the tasks."""
     from .harness import RwkvLM
     from .tasks import run_tasks
     lm = RwkvLM(device=str(device), dtype=args.dtype, batch_size=args.batch_size,
                 shared_context=bool(args.shared_context), op=args.op, **model_kw)
     t0 = time.perf_counter()
-    table = run_tasks(lm, names, num_fewshot=args.num_fewshot, limit=args.limit, tm=tm)
+    info: dict = {}
+    table = run_tasks(lm, names, num_fewshot=args.num_fewshot, limit=args.limit, tm=tm, info=info,
+                      per_doc=per_doc)
     c = lm.scorer.counter
     return table, {"seconds": round(time.perf_counter() - t0, 2), "tokens": c.total,
-                   "tokens_by_kind": dict(c.tokens), "plain_tokens": c.plain}
+                   "tokens_by_kind": dict(c.tokens), "plain_tokens": c.plain}, info.get("docs")
 
 
-def _print(args, names, results: dict, stats: dict) -> None:
+def _print(args, names, results: dict, stats: dict, docs: dict) -> None:
     from .tasks import compare, format_compare, format_table
     both = len(results) == 2
+    if both:
+        paired = compare(results["base"], results["adapted"], docs=(docs["base"], docs["adapted"]))
     if args.json:
         out = {"tasks": names, "model": args.model, "adapter": args.adapter, "state": args.state,
                "num_fewshot": args.num_fewshot, "limit": args.limit,
                "results": {k: _jsonable(v) for k, v in results.items()}, "stats": stats}
         if both:
-            out["compare"] = compare(results["base"], results["adapted"])
+            out["compare"] = paired
         print(json.dumps(out))
         return
     if both:
-        print("\n".join(format_compare(compare(results["base"], results["adapted"]))))
+        print("\n".join(format_compare(paired)))
     else:
         (label, table), = results.items()
         print("\n".join(format_table(table)))

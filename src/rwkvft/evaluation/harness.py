@@ -4,9 +4,10 @@ lm-eval does the prompts, few-shot examples, metrics and their standard errors; 
 turns its requests into token ids (lm-eval's own context/continuation split through TemplateLM,
 with the World tokenizer) and scores them with evaluation.scoring (shared-context by default).
 
-Registered under the name "rwkvft" in lm-eval's model registry when this module is imported,
-and declared as an `lm_eval.models` entry point in pyproject.toml for lm-eval versions that
-discover installed plugins.
+Registered under the name "rwkvft" in lm-eval's model registry when this module is imported;
+the plain `lm_eval --model rwkvft` finds it through lm_eval_plugin.py (a lazy placeholder that
+imports this module when lm-eval asks for the model) or, with lm-eval releases that read it, the
+`lm_eval.models` entry point in pyproject.toml.
 """
 from __future__ import annotations
 

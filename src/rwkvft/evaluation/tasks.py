@@ -2,14 +2,13 @@
 
 `run_tasks(lm, ...)` scores one model on lm-eval tasks (built-in names, or the user's own YAMLs
 through include_path) and returns {task: {metric: (value, stderr)}}; `compare` lines up a base
-and a fine-tune with the difference and its standard error. Every failure a user can cause
-(unknown task, a hub dataset without network, --limit 0, lm-eval not installed) becomes one
-UserError naming the fix.
+and a fine-tune with the difference and its standard error (paired by document: paired.py).
+Every failure a user can cause (unknown task, a hub dataset without network, --limit 0, lm-eval
+not installed) becomes one UserError naming the fix.
 """
 from __future__ import annotations
 
 import difflib
-import math
 
 from ..errors import UserError
 
@@ -63,9 +62,10 @@ def check_tasks(tm, names: list[str]) -> None:
 
 
 def run_tasks(lm, names: list[str], num_fewshot=None, limit=None, include_path=None,
-              tm=None, bootstrap_iters: int = 1000, info: dict | None = None) -> dict:
+              tm=None, bootstrap_iters: int = 1000, info: dict | None = None, per_doc: bool = False) -> dict:
     """{task: {metric: (value, stderr or None)}} for `lm` (an lm_eval LM) on tasks `names`.
-    `info`, if given, receives "higher_is_better": {"task/metric": bool} from lm-eval."""
+    `info`, if given, receives "higher_is_better": {"task/metric": bool} from lm-eval and, with
+    `per_doc`, "docs": the per-document scores (paired.DocScores, for compare)."""
     require_lm_eval()
     from lm_eval import evaluator
     if limit is not None and not limit > 0:
@@ -77,7 +77,7 @@ def run_tasks(lm, names: list[str], num_fewshot=None, limit=None, include_path=N
     _quiet_loggers()
     try:
         out = evaluator.simple_evaluate(model=lm, tasks=names, num_fewshot=num_fewshot, limit=limit,
-                                        task_manager=tm, log_samples=False,
+                                        task_manager=tm, log_samples=per_doc,
                                         bootstrap_iters=bootstrap_iters, verbosity="ERROR")
     except UserError:
         raise
@@ -86,6 +86,9 @@ def run_tasks(lm, names: list[str], num_fewshot=None, limit=None, include_path=N
     if info is not None:
         info["higher_is_better"] = {f"{t}/{m}": bool(up) for t, ms in (out.get("higher_is_better") or {}).items()
                                     for m, up in ms.items()}
+        if per_doc:
+            from .paired import DocScores
+            info["docs"] = DocScores(out)
     return metrics_of(out)
 
 
@@ -124,17 +127,18 @@ def metrics_of(out: dict) -> dict:
     return table
 
 
-def compare(base: dict, adapted: dict) -> dict:
-    """{task: {metric: {"base", "adapted", "diff", "diff_stderr"}}}: the difference's standard
-    error treats the two runs as independent (sqrt(se_b^2 + se_a^2)); on the same documents the
-    scores are correlated, so this is conservative."""
+def compare(base: dict, adapted: dict, docs=None, bootstrap_iters: int = 1000) -> dict:
+    """{task: {metric: {"base", "adapted", "diff", "diff_stderr"}}}. `docs` = (base, adapted)
+    paired.DocScores: the difference's standard error is paired by document (paired.py); without
+    them it is None (two independent stderrs would overstate it: the runs share the documents)."""
+    from .paired import paired_stderr
     out = {}
     for task, metrics in adapted.items():
-        for metric, (a, sa) in metrics.items():
+        for metric, (a, _) in metrics.items():
             if metric not in base.get(task, {}):
                 continue
-            b, sb = base[task][metric]
-            se = math.sqrt(sb ** 2 + sa ** 2) if sa is not None and sb is not None else None
+            b = base[task][metric][0]
+            se = paired_stderr(docs[0], docs[1], task, metric, bootstrap_iters) if docs else None
             out.setdefault(task, {})[metric] = {"base": b, "adapted": a, "diff": a - b, "diff_stderr": se}
     return out
 

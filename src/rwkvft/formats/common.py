@@ -40,6 +40,10 @@ def load_pth(p: Path) -> dict:
             raise UserError(f"{p} contains Python objects ({found.group(1)}) that need code to load; "
                             f"rwkvft only loads plain tensor dicts: re-save it as "
                             f"torch.save({{name: tensor}}) from a trusted environment") from e
+        from ..data.sniff import data_hint   # training data passed as a model says so
+        hint = data_hint(p)
+        if hint:
+            raise UserError(hint) from e
         raise UserError(f"{p} is truncated or not a PyTorch checkpoint ({quote(e)}); "
                         f"re-download or re-save it") from e
     check_is_state_dict(sd, p)

@@ -27,7 +27,24 @@ def read_model(path) -> dict[str, torch.Tensor]:
     if fmt is None:
         require_file(p, "checkpoint")
         fmt = registry.get("pth")    # any other suffix: try torch.load (weights only)
-    return fmt.read(p)
+    sd = fmt.read(p)
+    if "emb.weight" not in sd:
+        refuse_adapter_or_state(sd, p)
+    return sd
+
+
+def refuse_adapter_or_state(sd: dict, p: Path) -> None:
+    """An adapter or a state file given where a model belongs: say what it is and where it goes
+    (else the schema's "unknown architecture" follows)."""
+    from ..models.time_state import is_time_state_key
+    if sd and all(is_time_state_key(k) for k in sd):
+        raise UserError(f"{p} is a state file, not a model: give the base model here and the "
+                        f"state with --state {p} (generate, eval)")
+    suffixes = methods.all_suffixes()
+    if any(k.rpartition(".")[2] in suffixes for k in sd) or (p.parent / "adapter_config.json").is_file():
+        raise UserError(f"{p} is an adapter, not a model: give the base model here and the adapter "
+                        f"with --adapter {p} (generate, eval; --adapter_init to train on from it), "
+                        f"or merge it first: rwkvft merge --base BASE --adapter {p} --output merged.pth")
 
 
 def load_model(path, device="cpu", dtype=None, op: str = "chunked", grad_cp: bool = False):

@@ -2,7 +2,12 @@
 perturbations for tests and benchmarks; random RWKV-6 / RWKV-5.2 test models.
 
 The official init makes every block output exactly zero (att.output and ffn.value start at 0),
-so equivalence tests perturb it first (`perturb_state_dict`).
+so equivalence tests perturb it first (`perturb_state_dict`). It also means that nothing before
+att.output gets a gradient: state tuning (the initial WKV state feeds att.output only) learns
+nothing on such a model. `rwkvft init` therefore writes `init_state_dict(cfg, seed,
+trainable=True)`: the official init with att.output and ffn.value given small orthogonal weights
+(gain START_GAIN) instead of zeros, so that every method trains from the first step;
+`rwkvft init --official` keeps the zeros.
 """
 from __future__ import annotations
 
@@ -12,6 +17,11 @@ import torch
 
 from ..errors import UserError
 from .schema import ModelConfig, official_shapes, x070_shapes
+
+
+# Orthogonal gain of att.output and ffn.value in a trainable new model: small, so a block
+# still starts near the identity, yet enough for state tuning to lower the demo's loss.
+START_GAIN = 0.1
 
 
 def _lora_dim(f: float) -> int:
@@ -98,9 +108,18 @@ def _layer_tensors(cfg: ModelConfig, l: int, gen: torch.Generator) -> dict[str, 
     return t
 
 
-def init_state_dict(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Official RWKV-7 initialisation as a bf16 state dict in the official key order."""
-    return _build_state_dict(cfg, torch.Generator().manual_seed(seed))
+def init_state_dict(cfg: ModelConfig, seed: int = 0, trainable: bool = False) -> dict[str, torch.Tensor]:
+    """Official RWKV-7 initialisation as a bf16 state dict in the official key order; with
+    `trainable`, att.output and ffn.value get orthogonal weights of gain START_GAIN instead of
+    zeros (module docstring: what every method needs to train from the first step)."""
+    sd = _build_state_dict(cfg, torch.Generator().manual_seed(seed))
+    if trainable:  # a generator of its own: every other tensor stays the official one
+        gen = torch.Generator().manual_seed(seed + 1)
+        for l in range(cfg.n_layer):
+            for name in ("att.output.weight", "ffn.value.weight"):
+                key = f"blocks.{l}.{name}"
+                sd[key] = _orthogonal(*sd[key].shape, START_GAIN, gen).to(sd[key].dtype)
+    return sd
 
 
 def random_state_dict(cfg: ModelConfig, seed: int = 0, scale: float = 1.0):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import UserError
+from ..errors import Checks, UserError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,15 +299,18 @@ def normalize_version(version: str) -> str:
 
 def check_against(cfg: ModelConfig, n_layer: int = 0, n_embd: int = 0, vocab_size: int = 0,
                   head_size: int = 0, version: str = "") -> None:
-    """Raise UserError when a user-given (non-zero / non-empty) size contradicts the checkpoint."""
+    """Raise UserError when user-given (non-zero / non-empty) sizes contradict the checkpoint
+    (every contradiction, one line each)."""
+    checks = Checks()
     given = {"n_layer": n_layer, "n_embd": n_embd, "vocab_size": vocab_size, "head_size": head_size}
     for name, value in given.items():
         if value and int(value) != getattr(cfg, name):
-            raise UserError(f"--{name} {value} contradicts the checkpoint, which has {name} "
-                            f"{getattr(cfg, name)}; drop the flag or pass {getattr(cfg, name)}")
+            checks.add(f"--{name} {value} contradicts the checkpoint, which has {name} "
+                       f"{getattr(cfg, name)}; drop the flag or pass {getattr(cfg, name)}")
     if version and normalize_version(version) != cfg.version:
-        raise UserError(f"version {version!r} contradicts the checkpoint, which is {cfg.version}; "
-                        f"drop the flag or pass {cfg.version}")
+        checks.add(f"version {version!r} contradicts the checkpoint, which is {cfg.version}; "
+                   f"drop the flag or pass {cfg.version}")
+    checks.raise_if_any()
 
 # ---------------------------------------------------------------------------------------------
 # parameter groups (train_parts)

@@ -24,6 +24,13 @@ class RunLog:
             with open(self.proj_dir / "train_log.txt", "a", encoding="utf-8") as f:
                 f.write(text.rstrip("\n") + "\n")
 
+    def say(self, text: str) -> None:
+        """A line for train_log.txt and the console alike (the summaries a user watches for,
+        with or without a terminal): printed once, by the rank that writes the log."""
+        if self.enabled:
+            self.line(text)
+            print(text.rstrip("\n"), flush=True)
+
     def record(self, row: dict) -> None:
         if self.enabled:
             with open(self.proj_dir / "loss.jsonl", "a", encoding="utf-8") as f:
@@ -50,6 +57,7 @@ class StepMetrics(L.Callback):
         self._acc_counts = [0, 0]   # real tokens, positions (this rank, since the last step)
         self._acc_metrics: list[dict] = []  # preference metrics of the step's micro-batches
         self._last_step = -1
+        self.last_row: dict = {}            # the newest loss.jsonl row (console.PlainProgress)
 
     def on_train_start(self, trainer, pl_module):
         self.on_train_epoch_start(trainer, pl_module)  # a mid-epoch resume gets no epoch start
@@ -87,11 +95,12 @@ class StepMetrics(L.Callback):
         pl_module.log("kt/s", tps / 1000, prog_bar=True, on_step=True, batch_size=1)
         for k, v in extra.items():  # TensorBoard / wandb (not the bar: the module shows a subset)
             pl_module.log(k, v, prog_bar=False, on_step=True, batch_size=1)
-        self.runlog.record({"step": trainer.global_step + self.step_offset,
+        self.last_row = {"step": trainer.global_step + self.step_offset,
                          "epoch": self.epoch_begin + trainer.current_epoch,
                          "loss": step_loss, "lr": lr, "tokens": self.tokens,
                          "tokens_per_s": round(tps, 1), "padding": round(1 - real / max(positions, 1), 4),
-                         **extra})
+                         **extra}
+        self.runlog.record(self.last_row)
 
     # Saved in last.ckpt, so a resumed run's loss.jsonl carries on counting tokens.
     def state_dict(self) -> dict:
@@ -153,7 +162,7 @@ class SaveAdapter(L.Callback):
         stop_here = self.my_exit and done >= self.my_exit
         last = done >= trainer.max_epochs or stop_here or trainer.should_stop
         summary = self.metrics.epoch_summary()
-        self.runlog.line(f"epoch {epoch_no}: loss {summary['loss']:.4f} ppl "
+        self.runlog.say(f"epoch {epoch_no}: loss {summary['loss']:.4f} ppl "
                       f"{_ppl(summary['loss']):.2f} lr {trainer.optimizers[0].param_groups[0]['lr']:.3g} "
                       f"tokens {summary['tokens']} tokens/s {summary['tokens_per_s']:.0f} "
                       f"padding {100 * summary['padding']:.1f}% "
@@ -161,7 +170,7 @@ class SaveAdapter(L.Callback):
         if done % self.epoch_save == 0 or last:
             self._save(trainer, epoch_no)
         if stop_here and not done >= trainer.max_epochs:
-            self.runlog.line(f"stopping after epoch {epoch_no} (--my_exit {self.my_exit}); "
+            self.runlog.say(f"stopping after epoch {epoch_no} (--my_exit {self.my_exit}); "
                           f"continue with --resume")
             trainer.should_stop = True
 
@@ -203,10 +212,21 @@ def _ppl(loss: float) -> float:
 
 def plot_losses(proj_dir: Path) -> None:
     """Draw loss.png from loss.jsonl (per-step loss and a moving average)."""
+    fig = loss_figure(proj_dir)
+    if fig is None:
+        return
+    import matplotlib.pyplot as plt
+    with atomic_path(Path(proj_dir) / "loss.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def loss_figure(proj_dir: Path):
+    """The matplotlib figure of loss.png, or None while loss.jsonl has no training row."""
     rows = []
     path = Path(proj_dir) / "loss.jsonl"
     if not path.exists():
-        return
+        return None
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             rows.append(json.loads(line))
@@ -216,7 +236,7 @@ def plot_losses(proj_dir: Path) -> None:
     tasks = [r for r in rows if r.get("kind") == "tasks"]
     rows = [r for r in rows if r.get("kind", "train") == "train"]
     if not rows:
-        return
+        return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -232,21 +252,23 @@ def plot_losses(proj_dir: Path) -> None:
     if val:  # the validation curve (--val_file / --val_split)
         ax.plot([r["step"] for r in val], [r["loss"] for r in val], color="#d9480f", marker="o",
                 markersize=3.5, linewidth=1.5, label="validation loss")
-    if tasks:
-        _plot_task_scores(ax, tasks)
+    twins = [_plot_task_scores(ax, tasks)] if tasks else []
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(f"{Path(proj_dir).name}: training loss" + (" and validation loss" if val else ""))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
-    _plot_preference_accuracy(ax, rows, val)
+    twins += _plot_preference_accuracy(ax, rows, val, legend="lower right" if twins else "upper right")
+    if len(twins) == 2:  # task scores and preference accuracy: the second axis further out
+        twins[1].spines["right"].set_position(("outward", TWIN_OFFSET_PT))
     fig.tight_layout()
-    with atomic_path(Path(proj_dir) / "loss.png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    return fig
 
 
-def _plot_task_scores(ax, rows: list[dict]) -> None:
+TWIN_OFFSET_PT = 62   # clears the first right-hand axis's tick labels and its label
+
+
+def _plot_task_scores(ax, rows: list[dict]):
     """--eval_tasks scores of each save, on a second axis (scores, not losses)."""
     twin = ax.twinx()
     for key in sorted({k for r in rows for k in r.get("scores", {})}):
@@ -255,13 +277,14 @@ def _plot_task_scores(ax, rows: list[dict]) -> None:
                   linewidth=1.2, linestyle="--", label=key)
     twin.set_ylabel("task score")
     twin.legend(loc="upper right", fontsize=8)
+    return twin
 
 
-def _plot_preference_accuracy(ax, rows: list[dict], val: list[dict]) -> None:
+def _plot_preference_accuracy(ax, rows: list[dict], val: list[dict], legend: str) -> list:
     """Preference runs: rewards/accuracies (train, and validation) on a second axis."""
     key = "rewards/accuracies"
     if not any(key in r for r in rows):
-        return
+        return []
     acc = ax.twinx()
     acc.set_ylim(0, 1.02)
     acc.set_ylabel("preference accuracy")
@@ -270,7 +293,8 @@ def _plot_preference_accuracy(ax, rows: list[dict], val: list[dict]) -> None:
     if any(key in r for r in val):
         acc.plot([r["step"] for r in val if key in r], [r[key] for r in val if key in r],
                  color="#5c940d", marker="s", markersize=3.5, linewidth=1.5, label="validation accuracy")
-    acc.legend(loc="upper right")
+    acc.legend(loc=legend)
+    return [acc]
 
 
 def truncate_loss_log(proj_dir: Path, last_step: int) -> int:

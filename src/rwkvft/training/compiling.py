@@ -6,15 +6,16 @@ import lightning as L
 
 
 def compile_for_training(cfg, acc: str, model, rank0: bool = True) -> str:
-    """Compile the model's blocks when --compile is on; one line for the log, also printed
-    ('' without the flag)."""
+    """Compile the model's blocks when --compile is on; one line for the log, also printed as
+    a note ('' without the flag)."""
     if not cfg.compile:
         return ""
     from ..models.compile import compile_blocks
-    note = compile_blocks(model, "cuda" if acc == "gpu" else "cpu", cfg.strategy)
+    from ..utils import note
+    line = compile_blocks(model, "cuda" if acc == "gpu" else "cpu", cfg.strategy)
     if rank0:
-        print(f"rwkvft: {note}", flush=True)
-    return note
+        note(line)
+    return line
 
 
 def compile_callbacks(cfg, log) -> list:
@@ -39,4 +40,5 @@ class CompileTime(L.Callback):
         line = f"--compile: {compile_seconds() - self.before:.1f} s compiling in the first step"
         self.runlog.line(line)
         if trainer.is_global_zero:
-            print(f"rwkvft: {line}", flush=True)
+            from ..utils import note
+            note(line)

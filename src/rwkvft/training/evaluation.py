@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..data.collate import collate
+from ..utils import bar_disabled
 from ..data.datasets import document_units, make_sample
 from ..data.tokenizer import EOD
 from .loss import masked_lm_loss
@@ -122,7 +123,7 @@ def evaluate(model, samples: list[dict], batch_size: int = 1, head_chunk: int = 
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     ctx = forward_context or contextlib.nullcontext
-    with evaluating(model), tqdm(total=len(samples), disable=not progress, desc=desc,
+    with evaluating(model), tqdm(total=len(samples), disable=bar_disabled(progress), desc=desc,
                                  unit="sample", leave=False) as bar:
         for batch in _batches(samples, batch_size):
             idx, tgt, msk = (batch[k].to(device) for k in ("input_ids", "targets", "mask"))

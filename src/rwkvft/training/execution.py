@@ -2,23 +2,26 @@
 checks), the WKV op, and the Lightning strategy."""
 from __future__ import annotations
 
-from ..errors import UserError
+from ..errors import Checks, UserError
+from ..utils import note
 from . import ds, nodes
 
 
 def resolve_hardware(cfg) -> tuple[str, str]:
     """(lightning accelerator, lightning precision) with clear errors for mismatches."""
     from ..hardware import resolve_device
-    hw = resolve_device(cfg.accelerator, cfg.precision)
+    checks = Checks()   # a CPU-only machine given the tutorial's GPU flags hears of them all
+    hw = checks.run(resolve_device, cfg.accelerator, cfg.precision)
     if cfg.strategy.startswith("deepspeed"):
-        if not hw.on_gpu:
-            raise UserError(f"--strategy {cfg.strategy} needs NVIDIA GPUs; on CPU use "
-                            f"--strategy ddp (or auto for one process)")
-        try:
-            import deepspeed  # noqa: F401
-        except ImportError:
-            raise UserError(f"--strategy {cfg.strategy} needs DeepSpeed: "
-                            f"pip install 'rwkvft[deepspeed]'") from None
+        if hw is None or not hw.on_gpu:
+            checks.add(f"--strategy {cfg.strategy} needs NVIDIA GPUs; on CPU use "
+                       f"--strategy ddp (or auto for one process)")
+        else:
+            try:
+                import deepspeed  # noqa: F401
+            except ImportError:
+                checks.add(f"--strategy {cfg.strategy} needs DeepSpeed: pip install 'rwkvft[deepspeed]'")
+    checks.raise_if_any()
     return hw.accelerator, hw.lightning_precision
 
 
@@ -35,9 +38,9 @@ def check_op_name(op: str, acc: str) -> None:
 def resolve_wkv_op(cfg, acc: str, version: str) -> str:
     """The WKV op for this model version on this accelerator (--op auto falls back with a note)."""
     from ..kernels import resolve_op
-    op, note = resolve_op(cfg.op, acc == "gpu", version)
-    if note:  # one line saying why --op auto fell back
-        print(f"rwkvft: {note}")
+    op, fallback = resolve_op(cfg.op, acc == "gpu", version)
+    if fallback:  # one line saying why --op auto fell back (once, not from every rank)
+        note(fallback)
     return op
 
 

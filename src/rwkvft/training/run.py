@@ -15,7 +15,6 @@ saver: the adapter saves; teardown: interrupt report, rank check, merge, DDP gro
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,10 +24,12 @@ import torch
 from ..adapters import AdapterConfig, PeftMethod
 from ..config import TrainConfig
 from ..config.data_config import data_config
-from ..errors import UserError
+from ..errors import Checks, UserError
+from ..utils import note
 from . import ds, nodes, runlock, safety
 from .callbacks import RunLog, SaveAdapter, StepMetrics, plot_losses
 from .compiling import compile_callbacks, compile_for_training
+from .console import console_callbacks, share_cpu_cores
 from .execution import check_op_name, lightning_strategy, resolve_hardware, resolve_wkv_op
 from .interrupt import StopRequest
 from .loggers import check_loggers, make_loggers
@@ -76,17 +77,25 @@ def plan_run(cfg: TrainConfig) -> Plan:
     check them all; nothing is read or written yet."""
     from ..adapters import parse_peft, registry
 
-    acc, precision = resolve_hardware(cfg)
-    peft = parse_peft(cfg.peft, cfg.peft_config)
-    safety.check_merge_output(cfg)
-    check_op_name(cfg.op, acc)
-    method = registry.get(peft.method)
-    if method.full_model and cfg.quant != "none":
-        raise UserError(f"--quant {cfg.quant} stores the frozen base under adapters, but --peft "
-                        f"{method.name} trains every weight; use --quant none")
-    data = data_config(cfg)
-    val_data = data_config(cfg, cfg.val_file) if cfg.val_file else None
-    check_loggers(cfg)
+    checks = Checks()   # every problem in one message, not one per run
+    acc, precision = checks.run(resolve_hardware, cfg) or (None, None)
+    peft = checks.run(parse_peft, cfg.peft, cfg.peft_config)
+    checks.run(safety.check_merge_output, cfg)
+    if acc:
+        checks.run(check_op_name, cfg.op, acc)
+    method = registry.get(peft.method) if peft else None
+    if method and method.full_model and cfg.quant != "none":
+        checks.add(f"--quant {cfg.quant} stores the frozen base under adapters, but --peft "
+                   f"{method.name} trains every weight; use --quant none")
+    data = checks.run(data_config, cfg)
+    val_data = checks.run(data_config, cfg, cfg.val_file) if cfg.val_file else None
+    checks.run(check_loggers, cfg)
+    if checks.lines and Path(cfg.load_model).is_file():   # its sizes too: one run lists everything
+        checks.run(safety.check_checkpoint_sizes, cfg)
+    checks.raise_if_any()
+    if acc == "cpu" and precision == "bf16-mixed":
+        note("--precision bf16 on CPU is about 100x slower than fp32 (CPUs have no fast bf16 "
+             "matmul); on CPU pass --precision fp32 or leave it out")
     from .preference_run import read_preference_data
     pairs = read_preference_data(cfg, method)  # None for sft; before any model is loaded
     return Plan(cfg, acc, precision, peft, method, data,
@@ -131,6 +140,7 @@ def train(cfg: TrainConfig, save_hooks=()) -> TrainResult:
 
     if cfg.eval_tasks and not save_hooks:   # never a silently ignored flag
         raise UserError("--eval_tasks needs its scorer: call rwkvft.train (it passes one)")
+    created = safety.folders_to_create(cfg.proj_dir)
     try:
         plan = plan_run(cfg)
         if plan.rank0:
@@ -160,6 +170,10 @@ def train(cfg: TrainConfig, save_hooks=()) -> TrainResult:
             return finish(plan, steps, model, trainable, base_sd, saver, log)
         finally:
             close_process_group()
+    except BaseException:
+        runlock.release(Path(cfg.proj_dir))
+        safety.remove_created_if_empty(created)  # failed before writing anything: no empty proj_dir
+        raise
     finally:
         runlock.release(Path(cfg.proj_dir))  # held from prepare_proj_dir on (rank 0)
 
@@ -202,17 +216,19 @@ def build_trainer(plan: Plan, model, trainable, dataset, val_samples, saver: Ada
                  else make_validator(cfg, val_samples, saver, log, plan.rank0))
     stop = StopRequest()
     events = StepEvents(cfg, log, save_cb, data, offset, validator, stop, budget_steps(cfg, plan.world))
+    bar, console = console_callbacks(cfg, metrics, offset, events.per_epoch, events.budget)
     trainer = L.Trainer(
         accelerator=plan.acc, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=lightning_strategy(cfg),
         precision=plan.precision, max_epochs=cfg.epoch_count,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.grad_clip or None, logger=make_loggers(cfg, plan.proj),
-        enable_checkpointing=False, enable_progress_bar=cfg.progress,
+        enable_checkpointing=False, enable_progress_bar=bar,
         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
-        callbacks=[metrics, events, save_cb, *compile_callbacks(cfg, log)], default_root_dir=str(plan.proj),
+        callbacks=[metrics, *console, events, save_cb, *compile_callbacks(cfg, log)],
+        default_root_dir=str(plan.proj),
     )
     if plan.acc == "cpu" and cfg.devices > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
+        share_cpu_cores(cfg.devices, plan.rank0)
     return TrainerParts(trainer, module, data, events, stop, validator)
 
 

@@ -65,7 +65,7 @@ def write_run_header(plan, log, mcfg, model, trainable, op, notes) -> None:
     print(summary)
     for note in notes:
         if note:
-            log.line(note)
+            log.say(note)  # the data summary and skipped records: console too
     if plan.method.full_model and acc == "gpu":
         warning = memory_note(sum(p.numel() for p in model.parameters()), cfg.strategy)
         log.line(warning)

@@ -68,10 +68,9 @@ def refuse_if_busy(argv: list[str]) -> None:
 
 
 def _launched_rank() -> bool:
-    """A DDP process other than global rank 0 (Lightning re-runs the command line for them, and
-    marks them the way its own rank helper reads): its rank 0 holds the folder."""
-    return any(os.environ.get(k, "0") not in ("", "0")
-               for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
+    """A DDP process other than global rank 0: its rank 0 holds the folder."""
+    from ..utils import is_launched_rank
+    return is_launched_rank()
 
 
 def _busy(proj, path: Path) -> str:

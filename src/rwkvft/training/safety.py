@@ -90,6 +90,25 @@ def install_checkpoint(tmp: Path, ckpt: Path) -> None:
     remove_path(old)
 
 
+def folders_to_create(path) -> list[Path]:
+    """The folders a run will create for --proj_dir `path` (missing ones, outermost first)."""
+    missing, p = [], Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing[::-1]
+
+
+def remove_created_if_empty(created: list[Path]) -> None:
+    """A run that failed before training removes the (still empty) folders it created, so the
+    next try is not refused or confused by them; a folder holding anything stays."""
+    for p in reversed(created):
+        try:
+            p.rmdir()   # only succeeds on an empty folder
+        except OSError:
+            return
+
+
 def remove_run_files(cfg, proj: Path) -> list[str]:
     """--overwrite: delete exactly the files a run writes (never the base or the data)."""
     files = run_files(proj)
@@ -223,6 +242,16 @@ def _same_setting(key: str, saved: dict, now: dict) -> bool:
 
 
 # ---------------------------------------------------------------- the base model
+def check_checkpoint_sizes(cfg) -> None:
+    """The size flags (--n_layer, --n_embd, ...) against the checkpoint, as load_base checks
+    them; plan_run asks early when other flags are wrong too, so that one run lists all."""
+    from ..formats import read_state_dict
+    from ..models.schema import check_against, infer_config
+    check_against(infer_config(read_state_dict(cfg.load_model)), n_layer=cfg.n_layer,
+                  n_embd=cfg.n_embd, vocab_size=cfg.vocab_size, head_size=cfg.head_size_a,
+                  version=cfg.my_testing)
+
+
 def check_finite_base(sd: dict, path) -> None:
     """NaN/Inf in the base is a damaged file, not a learning-rate problem: say so at load."""
     for k, t in sd.items():

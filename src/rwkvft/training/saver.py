@@ -59,7 +59,7 @@ class AdapterSaver:
         if not track:
             return path
         self.saved.append(path)
-        self.log.line(f"saved {path}")
+        self.log.say(f"saved {path}")
         if self.sampler is not None and self.module is not None:
             self._write_samples(path)
         if self.module is not None:

@@ -100,7 +100,7 @@ class StepEvents(L.Callback):
         if self.budget is not None and trainer.global_step >= self.budget:
             # resumed at or past the budget: not one more step (its save already exists)
             self.stopped_by = "budget"
-            self.runlog.line(f"nothing to train: the budget of {self.budget} optimizer steps "
+            self.runlog.say(f"nothing to train: the budget of {self.budget} optimizer steps "
                              f"(--max_steps/--max_tokens) was reached at step "
                              f"{trainer.global_step + self.step_offset}; raise it to train on")
             trainer.should_stop = True
@@ -111,7 +111,7 @@ class StepEvents(L.Callback):
             batches = done * self.cfg.accumulate_grad_batches
             self.data.set_epoch(epoch)
             self.data.skip = batches * self.cfg.micro_bsz * trainer.world_size
-            self.runlog.line(f"resuming inside epoch {epoch} after step {trainer.global_step + self.step_offset}: "
+            self.runlog.say(f"resuming inside epoch {epoch} after step {trainer.global_step + self.step_offset}: "
                              f"its first {batches} batches were trained before")
 
     def on_train_epoch_start(self, trainer, pl_module):
@@ -148,7 +148,7 @@ class StepEvents(L.Callback):
             self.stopped_by = "signal" if signal_stop else "budget"
             why = f"{self.stop.name} received" if signal_stop else \
                 f"budget of {self.budget} optimizer steps (--max_steps/--max_tokens) reached"
-            self.runlog.line(f"stopping at step {step} (epoch {epoch}): {why}")
+            self.runlog.say(f"stopping at step {step} (epoch {epoch}): {why}")
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer, pl_module):

@@ -109,7 +109,7 @@ class Validator:
         row = {"kind": "val", "step": step, "epoch": epoch, **res.as_dict()}
         self.history.append(row)
         self.runlog.record(row)
-        self.runlog.line(f"val step {step} epoch {epoch}: loss {res.loss:.4f} ppl {res.ppl:.2f} "
+        self.runlog.say(f"val step {step} epoch {epoch}: loss {res.loss:.4f} ppl {res.ppl:.2f} "
                          f"tokens {res.tokens} time {res.seconds:.2f}s")
         # progress bar and every logger (wandb, TensorBoard) at this global step
         pl_module.log("val_loss", res.loss, prog_bar=True, batch_size=1)
