@@ -12,7 +12,7 @@ import torch
 from rwkvft.cli import main
 from rwkvft.data import preference as pref_data
 
-SAMPLE = Path(pref_data.__file__).parent / "sample" / "preference.jsonl"
+from preference_helpers import SAMPLE, dpo_argv as _flags, loss_rows as _rows
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
            "logps/chosen", "logps/rejected", "nll_loss")
 
@@ -21,19 +21,6 @@ METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/
 def world_tiny(make_checkpoint):
     """The tokenizer needs V = 65536; two layers of 64 channels keep the run quick."""
     return make_checkpoint(n_layer=2, n_embd=64, vocab_size=65536, seed=4)
-
-
-def _flags(model, proj, data=SAMPLE, **over):
-    flags = {"load_model": model, "proj_dir": proj, "data_file": data, "objective": "dpo",
-             "peft": "miss", "peft_config": '{"r":16}', "ctx_len": 48, "micro_bsz": 2,
-             "epoch_steps": 3, "epoch_count": 1, "lr_init": 1e-3, "accelerator": "cpu",
-             "precision": "fp32", "progress": 0}
-    flags.update(over)
-    return ["train", *[x for k, v in flags.items() for x in (f"--{k}", str(v))]]
-
-
-def _rows(proj: Path) -> list[dict]:
-    return [json.loads(l) for l in (proj / "loss.jsonl").read_text().splitlines()]
 
 
 def test_dpo_run_logs_metrics_validates_saves_best_and_merges(capsys, world_tiny, tmp_path):

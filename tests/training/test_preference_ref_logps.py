@@ -13,8 +13,7 @@ import torch
 from rwkvft.cli import main
 from rwkvft.data import preference as pref_data
 
-SAMPLE = Path(pref_data.__file__).parent / "sample" / "preference.jsonl"
-CTX = 48
+from preference_helpers import CTX, SAMPLE, dpo_argv, loss_rows as _rows
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +35,6 @@ def prepared(world_tiny, tmp_path_factory):
     assert main(["prepare", "--ref_logps", "--input", str(data), "--load_model", str(world_tiny),
                  "--ctx_len", str(CTX), "--micro_bsz", "3", "--quiet"]) == 0
     return data, folder / "pairs.jsonl.ref_logps.safetensors"
-
-
-def _train(model, proj, data, **over):
-    flags = {"load_model": model, "proj_dir": proj, "data_file": data, "objective": "dpo",
-             "peft": "miss", "peft_config": '{"r":16}', "ctx_len": CTX, "micro_bsz": 2,
-             "epoch_steps": 3, "epoch_count": 1, "lr_init": 1e-3, "accelerator": "cpu",
-             "precision": "fp32", "progress": 0}
-    flags.update(over)
-    return ["train", *[x for k, v in flags.items() for x in (f"--{k}", str(v))]]
-
-
-def _rows(proj: Path) -> list[dict]:
-    return [json.loads(l) for l in (proj / "loss.jsonl").read_text().splitlines()]
 
 
 def _sha(path) -> str:
@@ -90,8 +76,8 @@ def test_precomputed_reference_gives_the_on_the_fly_losses(prepared, world_tiny,
     fly, pre = tmp_path / "fly", tmp_path / "pre"
     over = {"peft": peft, "peft_config": config, "lr_init": 1e-4 if peft == "none" else 1e-3,
             "val_split": 0.2}
-    assert main(_train(world_tiny, fly, data, **over)) == 0
-    assert main(_train(world_tiny, pre, data, ref_logps=ref, **over)) == 0
+    assert main(dpo_argv(world_tiny, fly, data, **over)) == 0
+    assert main(dpo_argv(world_tiny, pre, data, ref_logps=ref, **over)) == 0
     a, b = _rows(fly), _rows(pre)
     assert len(a) == len(b) == 4   # 3 steps + 1 validation
     assert any(r["rewards/margins"] != 0 for r in a[1:])   # the policy moved: a real comparison
@@ -119,17 +105,17 @@ def test_refusals(capsys, prepared, world_tiny, other_base, tmp_path):
     other = tmp_path / "pairs.jsonl"
     other.write_text(data.read_text().replace("Velmora", "Velmara"))
     cases = [
-        (_train(missing, proj, other, ref_logps=ref), "was computed for another data file (pairs.jsonl"),
-        (_train(missing, proj, data, ref_logps=ref, ctx_len=64), "computed with --ctx_len 48, this run has --ctx_len 64"),
-        (_train(missing, proj, data, ref_logps=ref, chat_template="raw"),
+        (dpo_argv(missing, proj, other, ref_logps=ref), "was computed for another data file (pairs.jsonl"),
+        (dpo_argv(missing, proj, data, ref_logps=ref, ctx_len=64), "computed with --ctx_len 48, this run has --ctx_len 64"),
+        (dpo_argv(missing, proj, data, ref_logps=ref, chat_template="raw"),
          "computed with --chat_template 'g1', this run has --chat_template 'raw'"),
-        (_train(missing, proj, data, ref_logps=ref, user_role="Q"), "--user_role 'User', this run has --user_role 'Q'"),
-        (_train(missing, proj, data, ref_logps=ref, objective="simpo"), "which --objective simpo does not use"),
-        (_train(missing, proj, data, ref_logps=ref, adapter_init=missing), "--adapter_init starts the policy"),
-        (_train(missing, proj, data, ref_logps=ref, val_file=data), "hold out pairs with --val_split"),
-        (_train(missing, proj, data, ref_logps=tmp_path / "none.safetensors"), "none.safetensors not found"),
-        (_train(missing, proj, data, ref_logps=data), "is not a reference log-prob file"),
-        (_train(other_base, proj, data, ref_logps=ref), "holds the log-probs of another base model (checksum"),
+        (dpo_argv(missing, proj, data, ref_logps=ref, user_role="Q"), "--user_role 'User', this run has --user_role 'Q'"),
+        (dpo_argv(missing, proj, data, ref_logps=ref, objective="simpo"), "which --objective simpo does not use"),
+        (dpo_argv(missing, proj, data, ref_logps=ref, adapter_init=missing), "--adapter_init starts the policy"),
+        (dpo_argv(missing, proj, data, ref_logps=ref, val_file=data), "hold out pairs with --val_split"),
+        (dpo_argv(missing, proj, data, ref_logps=tmp_path / "none.safetensors"), "none.safetensors not found"),
+        (dpo_argv(missing, proj, data, ref_logps=data), "is not a reference log-prob file"),
+        (dpo_argv(other_base, proj, data, ref_logps=ref), "holds the log-probs of another base model (checksum"),
     ]
     for argv, needle in cases:
         assert needle in _error(capsys, argv), needle
@@ -162,7 +148,7 @@ def test_a_state_prompted_at_init_base_is_refused(capsys, prepared, world_tiny, 
     model is built: one line, no adapter, no log rows)."""
     data, ref = prepared
     proj = tmp_path / "state"
-    argv = _train(world_tiny, proj, data, ref_logps=ref, peft="state",
+    argv = dpo_argv(world_tiny, proj, data, ref_logps=ref, peft="state",
                   peft_config='{"init": "base", "prompt": "You are kind."}')
     assert "policy starts elsewhere (its reference is its starting state)" in _error(capsys, argv)
     assert not list(proj.glob("rwkv-*")) and not (proj / "loss.jsonl").exists()
@@ -174,9 +160,9 @@ def test_resume_mid_epoch_with_precomputed_reference(prepared, world_tiny, tmp_p
     data, ref = prepared
     full, part = tmp_path / "full", tmp_path / "part"
     over = {"epoch_steps": 4, "save_every_steps": 2, "ref_logps": ref}
-    assert main(_train(world_tiny, full, data, **over)) == 0
-    assert main(_train(world_tiny, part, data, max_steps=2, **over)) == 0
-    assert main(_train(world_tiny, part, data, **over) + ["--resume"]) == 0
+    assert main(dpo_argv(world_tiny, full, data, **over)) == 0
+    assert main(dpo_argv(world_tiny, part, data, max_steps=2, **over)) == 0
+    assert main(dpo_argv(world_tiny, part, data, **over) + ["--resume"]) == 0
     a = torch.load(full / "rwkv-0.pth", weights_only=True)
     b = torch.load(part / "rwkv-0.pth", weights_only=True)
     assert set(a) == set(b) and all((a[k] - b[k]).abs().max() <= 1e-6 for k in a)
