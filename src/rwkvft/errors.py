@@ -23,7 +23,11 @@ class Problems(UserError):
 
 
 class Checks:
-    """Runs independent checks, keeping every UserError instead of stopping at the first."""
+    """Runs independent checks, keeping every UserError instead of stopping at the first.
+
+    One problem per flag: a line that starts with a flag already reported (`--chunk_ctx must be
+    positive` then `--chunk_ctx 0 with --ctx_len 256: ...`) is the same mistake seen by a later
+    check, so only the first is kept."""
 
     def __init__(self):
         self.lines: list[str] = []
@@ -33,19 +37,28 @@ class Checks:
         try:
             return fn(*args, **kwargs)
         except Problems as e:
-            self.lines += e.lines
+            for line in e.lines:
+                self.add(line)
         except UserError as e:
-            self.lines.append(str(e))
+            self.add(str(e))
         return None
 
     def add(self, message: str) -> None:
-        self.lines.append(message)
+        flag = _leading_flag(message)
+        if flag is None or flag not in map(_leading_flag, self.lines):
+            self.lines.append(message)
 
     def raise_if_any(self) -> None:
         if len(self.lines) == 1:
             raise UserError(self.lines[0])
         if self.lines:
             raise Problems(self.lines)
+
+
+def _leading_flag(line: str) -> str | None:
+    """`--name` when the line starts with a flag (`--name ...`, `--name: ...`), else None."""
+    word = line.split(" ", 1)[0].rstrip(":,")
+    return word if word.startswith("--") and len(word) > 2 else None
 
 
 def quote(e: BaseException, limit: int = 300) -> str:

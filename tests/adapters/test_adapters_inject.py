@@ -245,7 +245,7 @@ def test_parse_peft_defaults_and_aliases():
 @pytest.mark.parametrize("method,conf,msg", [
     ("miss", '{"r": 8,', r"--peft_config is not valid JSON \(Expecting"),
     ("miss", "[8]", r"--peft_config must be a JSON object"),
-    ("miss", '{"rank": 8}', r"unknown key 'rank' for miss; accepted keys: dropout, init_weights"),
+    ("miss", '{"rank": 8}', r"unknown key 'rank' for miss \(did you mean 'r'\?\); accepted keys: dropout, init_weights"),
     ("lora", '{"r": 8, "mode": "bat"}', r"unknown key 'mode' for lora"),
     ("miss", '{"r": 0}', r"r must be an integer >= 1, got 0"),
     ("miss", '{"r": -4}', r"r must be an integer >= 1, got -4"),
