@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("lm_eval")  # the eval extra; in [test], so CI has it (tests/test_gpu_collection.py)
 
-from eval_helpers import GEN_DOCS, MC_DOCS, ROLL_DOCS, direct_logprob, greedy_text, write_tasks
+from eval_helpers import GEN_DOCS, MC_DOCS, ROLL_DOCS, direct_logprob, greedy_text, tasks_dir  # noqa: F401  (fixture)
 
 from rwkvft.evaluation.harness import RwkvLM  # noqa: E402
 from rwkvft.evaluation.scoring import Scorer  # noqa: E402
@@ -39,11 +39,6 @@ class Recording(RwkvLM):
         out = super().generate_until(requests, **kw)
         self.gen += [(r.args, o) for r, o in zip(requests, out)]
         return out
-
-
-@pytest.fixture(scope="module")
-def tasks_dir(tmp_path_factory):
-    return write_tasks(tmp_path_factory.mktemp("lmeval"))
 
 
 @pytest.fixture(scope="module")
