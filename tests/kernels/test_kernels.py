@@ -9,6 +9,8 @@ Two kinds of checks:
 """
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 
 from rwkvft.errors import UserError
 from rwkvft.kernels import wkv6, wkv7
-from rwkvft.kernels.chunked import wkv6_chunked, wkv7_chunked
+from rwkvft.kernels.chunked import choose_form, wkv6_chunked, wkv7_chunked
 from rwkvft.kernels.reference import wkv6_reference, wkv7_reference
 
 F64_TOL = 1e-10      # exact algebra, float64 rounding only
@@ -221,12 +223,23 @@ def _graph_nodes(t: torch.Tensor) -> int:
     return len(seen)
 
 
-@pytest.mark.parametrize("fn,make", [(wkv7_chunked, rwkv7_inputs), (wkv6_chunked, rwkv6_inputs)])
-def test_autograd_graph_does_not_grow_with_the_sequence(fn, make):
+def _rwkv6_mild_inputs(*args, **kw):
+    """RWKV-6 inputs with RWKV-7-sized decays: the factored form at every length."""
+    xs, S0 = rwkv6_inputs(*args, **kw)
+    xs[1] = -0.6 * torch.sigmoid(xs[1])
+    return xs, S0
+
+
+@pytest.mark.parametrize("fn,make,factored", [
+    (wkv7_chunked, rwkv7_inputs, True), (wkv6_chunked, _rwkv6_mild_inputs, True),
+    (wkv6_chunked, functools.partial(rwkv6_inputs, strong=True), False)])
+def test_autograd_graph_does_not_grow_with_the_sequence(fn, make, factored):
     """The loop over chunks is one node: under infctx the forward graph of a whole sample stays
-    in host memory until the backward, so nodes per token would be memory per token."""
+    in host memory until the backward, so nodes per token would be memory per token. (Each of
+    the op's two forms is checked with inputs that keep it in that form at both lengths.)"""
     def nodes(T):
         xs, S0 = make(1, T, 2, 8, dtype=torch.float32)
+        assert choose_form(xs[1], None)[0] is factored
         y, S = fn(*(x.requires_grad_() for x in xs), S0.requires_grad_())
         return _graph_nodes(y.sum() + S.sum())
-    assert nodes(32) == nodes(256)
+    assert nodes(64) == nodes(512)   # 2 and 16 chunks at the longest length
