@@ -152,9 +152,10 @@ def test_the_aot_autograd_cache_is_off(monkeypatch):
     """torch 2.13's AOTAutograd cache segfaults saving, or replays garbage view sizes loading, the
     compiled blocks' graphs (models/compile.py): test_inductor_equals_eager's second case in a
     warm process failed 3 runs in 3 with it on, 0 in 4 without."""
-    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", True)  # torch's default
+    from torch._functorch import config
+    monkeypatch.setattr(config, "enable_autograd_cache", True)  # torch's default
     compile_blocks(_model("x070", "miss", {"r": 8}), "cpu", backend="aot_eager")
-    assert torch._functorch.config.enable_autograd_cache is False
+    assert config.enable_autograd_cache is False
 
 
 def test_zero3_runs_eagerly_with_one_note():

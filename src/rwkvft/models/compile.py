@@ -77,7 +77,8 @@ def compile_blocks(model, device_type: str, strategy: str = "", backend: str | N
     # sizes (RuntimeError "shape '[94154201532889, ...]' is invalid"). Without that cache the
     # forward/backward split is traced again in each process (seconds); inductor's own cache of
     # generated C++ still spares a warm run the compiler.
-    torch._functorch.config.enable_autograd_cache = False
+    from torch._functorch import config as functorch_config
+    functorch_config.enable_autograd_cache = False
     for block in model.blocks:
         block.att.wkv = opaque(type(block.att).wkv, "the WKV op")
         block.compile(backend=backend)
