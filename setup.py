@@ -11,7 +11,10 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 PTH_NAME = "rwkvft-lm-eval.pth"
-PTH_LINE = "import rwkvft.evaluation.lm_eval_plugin\n"
+# site.py runs a .pth line that starts with "import" as code, and prints a traceback on EVERY
+# interpreter start when it raises: an editable install whose source tree moved or was deleted
+# would make each `python` of the environment print one. The hook is optional, so it is tried.
+PTH_LINE = 'import sys; exec("try: import rwkvft.evaluation.lm_eval_plugin\\nexcept ImportError: pass")\n'
 
 
 class build_py_with_pth(build_py):

@@ -13,7 +13,8 @@ Model FLOPs per token (the convention of the GPU issue; every count is numel of 
   + 2 x trainable matmul params (their weight gradients)
   + 2 x block matmul params with grad_cp (the recomputed block forward)
   + 2 x block matmul params with --train_type infctx (each chunk's forward is recomputed)
-Recomputation inside the chunked loss (one more head forward) is not counted; nor is WKV.
+WKV is not counted, nor the head forward the chunked loss recomputes for a trainable head
+(training/loss.py; a frozen head's loss gradient is made in the forward, with no recompute).
 """
 from __future__ import annotations
 

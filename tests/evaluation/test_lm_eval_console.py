@@ -120,18 +120,49 @@ def test_lm_eval_console_script_scores_like_rwkvft_eval(wheel_python, demo, task
     assert written["acc,none"] == ours["value"] and written["acc_stderr,none"] == ours["stderr"]
 
 
-def test_wheel_and_editable_wheel_carry_the_same_hook(project, tmp_path):
-    """`pip install .` and `pip install -e .` both put rwkvft-lm-eval.pth at the top of
-    site-packages, and its one line imports the hook module."""
-    lines = set()
+@pytest.fixture(scope="module")
+def hook_lines(project, tmp_path_factory):
+    """rwkvft-lm-eval.pth's text in the wheel and in the editable wheel, by build hook."""
+    lines = {}
     for hook in ("build_wheel", "build_editable"):
-        out = tmp_path / hook
+        out = tmp_path_factory.mktemp(hook)
         build = subprocess.run([sys.executable, "-c", f"import setuptools.build_meta as b; "
                                 f"print(b.{hook}({str(out)!r}))"],
                                capture_output=True, text=True, cwd=project, env=_env(), check=True)
         with zipfile.ZipFile(out / build.stdout.strip().splitlines()[-1]) as whl:
-            lines.add(whl.read(PTH).decode())
-    assert lines == {f"import {lm_eval_plugin.__name__}\n"}
+            lines[hook] = whl.read(PTH).decode()
+    return lines
+
+
+def _run_pth(line: str, site_dir: Path, pythonpath: str = "") -> subprocess.CompletedProcess:
+    """A bare interpreter (-S: no site-packages, so no installed rwkvft) that processes one .pth
+    file holding `line`, as site.py does at start-up, and prints which rwkvft modules it loaded."""
+    (site_dir / PTH).write_text(line)
+    env = {**_env(), **({"PYTHONPATH": pythonpath} if pythonpath else {})}
+    code = ("import site, sys; site.addsitedir(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m.startswith('rwkvft')))")
+    return subprocess.run([sys.executable, "-S", "-c", code, str(site_dir)], capture_output=True,
+                          text=True, env=env, cwd=site_dir, check=True)
+
+
+def test_wheel_and_editable_wheel_carry_the_same_hook(hook_lines, tmp_path):
+    """`pip install .` and `pip install -e .` both put rwkvft-lm-eval.pth at the top of
+    site-packages, and its one line imports the hook module (and nothing else of ours)."""
+    assert len(set(hook_lines.values())) == 1
+    line = hook_lines["build_wheel"]
+    assert line.startswith("import ") and line.count("\n") == 1
+    ran = _run_pth(line, tmp_path, pythonpath=str(ROOT / "src"))
+    assert ran.stderr == ""
+    assert ran.stdout.strip() == str(["rwkvft", "rwkvft.evaluation", lm_eval_plugin.__name__])
+
+
+def test_the_hook_is_silent_where_rwkvft_cannot_be_imported(hook_lines, tmp_path):
+    """An editable install whose source tree moved or was deleted leaves the .pth behind: site.py
+    runs its line in every Python process of the environment, which must start without a
+    traceback (it printed "Error processing line 1 of rwkvft-lm-eval.pth ... No module named
+    'rwkvft'" at every start before)."""
+    ran = _run_pth(hook_lines["build_editable"], tmp_path)
+    assert ran.stderr == "" and ran.stdout.strip() == "[]"
 
 
 def test_fallback_module_registers_before_lm_eval_cli(monkeypatch):

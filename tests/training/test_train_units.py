@@ -44,18 +44,21 @@ def test_wsd_hand_values():
 
 
 # ---------- chunked loss ----------
+@pytest.mark.parametrize("head_trains", [True, False], ids=["trainable_head", "frozen_head"])
 @pytest.mark.parametrize("chunk", [1, 5, 7, 64])
-def test_chunked_loss_equals_full_loss_and_grads(chunk):
+def test_chunked_loss_equals_full_loss_and_grads(chunk, head_trains):
+    """Both backward routes (checkpointed chunks for a trainable head, the gradient made in the
+    forward for a frozen one) give the one-shot loss's value and gradients."""
     torch.manual_seed(0)
     B, T, C, V = 2, 6, 8, 11
-    head = torch.nn.Linear(C, V, bias=False)
+    head = torch.nn.Linear(C, V, bias=False).requires_grad_(head_trains)
     h = torch.randn(B, T, C, requires_grad=True)
     targets = torch.randint(0, V, (B, T))
     mask = (torch.rand(B, T) > 0.3).float()
     mask[0, 0] = 1.0
     s, n = masked_lm_loss(head, h, targets, mask, chunk=chunk)
     (s / n).backward()
-    g_h, g_w = h.grad.clone(), head.weight.grad.clone()
+    g_h, g_w = h.grad.clone(), head.weight.grad
     h.grad = None
     head.weight.grad = None
     ce = F.cross_entropy(head(h).reshape(-1, V), targets.reshape(-1), reduction="none")
@@ -64,7 +67,23 @@ def test_chunked_loss_equals_full_loss_and_grads(chunk):
     assert n == mask.sum()
     assert torch.allclose(s / n, ref, atol=1e-6)
     assert torch.allclose(g_h, h.grad, atol=1e-6)
-    assert torch.allclose(g_w, head.weight.grad, atol=1e-6)
+    if head_trains:
+        assert torch.allclose(g_w, head.weight.grad, atol=1e-6)
+    else:
+        assert g_w is None and head.weight.grad is None
+
+
+@pytest.mark.parametrize("head_trains, head_calls", [(True, 2), (False, 1)])
+def test_a_frozen_head_runs_once_per_chunk(head_trains, head_calls):
+    """With a frozen head the backward reuses the gradient made in the forward: the head (the
+    step's largest matmul) runs once per chunk, not again in the backward as checkpointing does."""
+    head = torch.nn.Linear(8, 11, bias=False).requires_grad_(head_trains)
+    calls = []
+    head.register_forward_hook(lambda *_: calls.append(1))
+    h = torch.randn(1, 9, 8, requires_grad=True)
+    s, _ = masked_lm_loss(head, h, torch.randint(0, 11, (1, 9)), torch.ones(1, 9), chunk=4)
+    (2.5 * s).backward()
+    assert len(calls) == 3 * head_calls and h.grad.abs().sum() > 0
 
 
 def test_loss_all_masked_is_zero_count():

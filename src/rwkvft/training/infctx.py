@@ -84,7 +84,7 @@ def _chunk(model, head_chunk, idx, targets, mask, state):
     if idx.device.type == "cpu":  # runs again for each chunk's recompute in the backward
         release_freed_host_memory()
     h, new_state = model.forward_features(idx, state)
-    loss_sum, _ = masked_lm_loss(model.head, h, targets, mask, chunk=head_chunk)
+    loss_sum, _ = masked_lm_loss(model.head, h, targets, mask, chunk=head_chunk, grad_now=False)
     # the token shifts are views x[:, -1] of whole (B, T, C) activations: kept as they are, the
     # carried states would hold every chunk's activations alive (memory growing with T again)
     return loss_sum, [tuple(t.clone() for t in layer) for layer in new_state]
