@@ -93,3 +93,37 @@ def test_ddp_compiled_equals_eager_ddp(small_model, tokens_npy, tmp_path):
     sums = json.loads(line[0].split(": ", 1)[1])
     assert len(sums) == 2 and sums[0] == sums[1]
     assert r.stdout.count("rwkvft: note: --compile: 2 blocks compiled with aot_eager") == 1, r.stdout
+
+
+@pytest.fixture(scope="module")
+def inductor_model(tmp_path_factory):
+    """`rwkvft init`'s tiny RWKV-7 of test_compile's inductor case (C 64, heads of 32, V 64) and
+    tokens for it: the same block graphs, so inductor's cache of that test serves this run."""
+    import numpy as np
+    from rwkvft.formats import write_state_dict
+    from rwkvft.models.init import init_state_dict, new_config
+    root = tmp_path_factory.mktemp("inductor")
+    model = write_state_dict(init_state_dict(new_config(2, 64, 64, 32), 0, trainable=True),
+                             root / "init.pth", dtype=torch.float32)
+    np.save(root / "tokens.npy", np.tile(np.random.default_rng(0).integers(1, 64, 97), 10))
+    return model, root / "tokens.npy"
+
+
+def test_train_cli_with_inductor(inductor_model, tmp_path, capsys):
+    """The user's path, `rwkvft train ... --compile 1` with the real backend: the note and the
+    compile time printed, the flag in train_config.json, and the eager run's losses."""
+    from rwkvft.models.compile import cannot_compile
+    if cannot_compile("cpu"):
+        pytest.skip(cannot_compile("cpu"))
+    model, data = inductor_model
+    over = {"ctx_len": 16, "micro_bsz": 1, "epoch_count": 1, "peft_config": '{"r":8}'}
+    assert main(_flags(model, tmp_path / "eager", data, **over)) == 0
+    assert main(_flags(model, tmp_path / "compiled", data, "--compile", "1", **over)) == 0
+    out = capsys.readouterr().out
+    assert "rwkvft: note: --compile: 2 blocks compiled with inductor" in out
+    assert "s compiling in the first step" in out
+    config = json.loads((tmp_path / "compiled" / "train_config.json").read_text())
+    assert config["compile"] is True
+    losses = [[json.loads(l)["loss"] for l in (tmp_path / p / "loss.jsonl").read_text().splitlines()]
+              for p in ("eager", "compiled")]
+    assert len(losses[0]) == 2 and losses[1] == pytest.approx(losses[0], rel=1e-5)
