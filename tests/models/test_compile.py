@@ -4,8 +4,8 @@ Logits and every trainable gradient of a compiled model equal the eager model's 
 (max |diff| / max |eager|, fp32) for RWKV-7 and RWKV-6 with every method, under grad_cp, infctx
 and a quantized base. The method matrix compiles with the `aot_eager` backend: dynamo's graphs,
 the WKV graph break and autograd's partitioned backward exactly as under inductor, without
-inductor's C++ code generation (minutes on 2 cores, cold); three cases run the real inductor
-(test_inductor_equals_eager: RWKV-7 MiSS and state, RWKV-6 MiSS).
+inductor's C++ code generation (minutes on 2 cores, cold); two cases run the real inductor
+(test_inductor_equals_eager: RWKV-7 and RWKV-6 with MiSS).
 """
 from __future__ import annotations
 
@@ -129,10 +129,11 @@ def _rounding_sensitivity(model, idx) -> float:
 
 
 # The real backend, inductor's generated C++ (gcc), on `rwkvft init`'s RWKV-7 (init_state_dict
-# trainable=True) and a random RWKV-6 (init writes RWKV-7 only); ~70 s per version cold, a
-# second method of the same version ~15 s (most kernels are shared), seconds with a warm cache.
-INDUCTOR_CASES = [("x070", "miss", {"r": 8}, "init"), ("x070", "state", {}, "init"),
-                  ("x060", "miss", {"r": 8}, "random")]
+# trainable=True) and a random RWKV-6 (init writes RWKV-7 only); ~70 s per version cold, 20-50 s
+# with a warm cache (inductor's C++ is cached; the AOTAutograd trace is redone, models/compile.py).
+# (RWKV-7 state tuning also passes, 4.6e-7; left out for the marker's time budget: its graphs
+# differ from MiSS's only in the initial state, which the aot_eager matrix checks)
+INDUCTOR_CASES = [("x070", "miss", {"r": 8}, "init"), ("x060", "miss", {"r": 8}, "random")]
 
 
 @pytest.mark.parametrize("version, peft, conf, init", INDUCTOR_CASES,
