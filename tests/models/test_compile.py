@@ -4,7 +4,8 @@ Logits and every trainable gradient of a compiled model equal the eager model's 
 (max |diff| / max |eager|, fp32) for RWKV-7 and RWKV-6 with every method, under grad_cp, infctx
 and a quantized base. The method matrix compiles with the `aot_eager` backend: dynamo's graphs,
 the WKV graph break and autograd's partitioned backward exactly as under inductor, without
-inductor's C++ code generation (minutes on 2 cores, cold); one case runs the real inductor.
+inductor's C++ code generation (minutes on 2 cores, cold); two cases run the real inductor
+(test_inductor_equals_eager: RWKV-7 and RWKV-6 with MiSS).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from conftest import rel_err
 from rwkvft.adapters import inject, parse_peft
 from rwkvft.models.build import model_from_state_dict
 from rwkvft.models.compile import cannot_compile, compile_blocks, is_compiled
-from rwkvft.models.init import new_config, random_state_dict
+from rwkvft.models.init import init_state_dict, new_config, random_state_dict
 from rwkvft.training.infctx import batch_loss
 
 pytestmark = pytest.mark.compile
@@ -33,11 +34,14 @@ CASES = [("x070", m, c) for m, c in METHODS] + [("x060", m, c) for m, c in METHO
                                                  if m in ("miss", "state", "none")]
 
 
-def _model(version: str, peft: str, conf: dict, n_layer: int = 2, seed: int = 0):
+def _model(version: str, peft: str, conf: dict, n_layer: int = 2, seed: int = 0,
+           init: str = "random"):
     """A tiny model with the method injected and every trainable tensor random (a zero LoRA B
-    or a zero initial state would leave other gradients zero, and so untested)."""
+    or a zero initial state would leave other gradients zero, and so untested). `init`:
+    "random" (random_state_dict) or "init" (what `rwkvft init` writes; RWKV-7 only)."""
     cfg = new_config(n_layer, 64, VOCAB, 32, version=version)
-    model = model_from_state_dict(random_state_dict(cfg, seed)).train()
+    sd = init_state_dict(cfg, seed, trainable=True) if init == "init" else random_state_dict(cfg, seed)
+    model = model_from_state_dict(sd).train()
     inject(model, parse_peft(peft, conf), [])
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -105,30 +109,63 @@ def test_compiled_with_a_quantized_base():
     _compare(eager, compiled, idx)
 
 
-def test_inductor_equals_eager():
-    """The real backend: inductor's generated C++ (gcc) for RWKV-7 with MiSS. Logits and loss
-    within 1e-5 of eager; each gradient within 1e-5, or, where inductor's reordered fp32
-    reductions move a layer-0 gradient further, no further from the fp64 gradient than eager
-    fp32 itself is, to a factor of 4 (blocks.0.att.receptance.miss: 4e-5 against eager, 2.3e-5
-    against fp64 with the log-space WKV op), or within 2e-5 of fp64: with the factored WKV op
-    eager fp32 is 2e-6 from fp64, compiled 1.0e-5 (and 1.1e-5 from eager)."""
+def _rounding_sensitivity(model, idx) -> float:
+    """How far eager fp32's own gradients move when every frozen weight is changed in its last
+    bit (x (1 + 6e-8 n), n ~ N(0,1)): the largest max|diff|/max|eager| over the trainable
+    tensors. Any other evaluation order of the same fp32 sums (inductor's fused, vectorised
+    reductions) moves them about this far too, so 1e-5 is a meaningful bound only where this
+    is well under 1e-5. (random_state_dict seed 0, RWKV-7: 3e-5, from a layer-1 head whose
+    first-token WKV output y_0 = v_0 (k_0 . r_0) has a variance, 6.5e-4, at ln_x's eps
+    6.4e-4, where the group norm's gradient follows the cancelling dot product k_0 . r_0.)"""
+    moved = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in moved.parameters():
+            if not p.requires_grad:
+                p.mul_(1 + 6e-8 * torch.randn(p.shape, generator=gen))
+    _, _, g = _step(model, idx)
+    _, _, gm = _step(moved, idx)
+    return max(rel_err(gm[n], g[n]) for n in g)
+
+
+# The real backend, inductor's generated C++ (gcc), on `rwkvft init`'s RWKV-7 (init_state_dict
+# trainable=True) and a random RWKV-6 (init writes RWKV-7 only); ~70 s per version cold, 20-50 s
+# with a warm cache (inductor's C++ is cached; the AOTAutograd trace is redone, models/compile.py).
+# (RWKV-7 state tuning also passes, 4.6e-7; left out for the marker's time budget: its graphs
+# differ from MiSS's only in the initial state, which the aot_eager matrix checks)
+INDUCTOR_CASES = [("x070", "miss", {"r": 8}, "init"), ("x060", "miss", {"r": 8}, "random")]
+
+
+@pytest.mark.parametrize("version, peft, conf, init", INDUCTOR_CASES,
+                         ids=[f"{v}-{m}" for v, m, _, _ in INDUCTOR_CASES])
+def test_inductor_equals_eager(version, peft, conf, init):
+    """Logits, loss and every trainable gradient within 1e-5 of eager, at a point where fp32
+    rounding alone moves the gradients by at most half of that."""
     if cannot_compile("cpu"):
         pytest.skip(cannot_compile("cpu"))
-    eager, compiled = _pair("x070", "miss", {"r": 8}, backend="inductor")
-    exact = copy.deepcopy(eager).double()
+    eager, compiled = _pair(version, peft, conf, backend="inductor", init=init)
     idx = torch.randint(0, VOCAB, (1, 16), generator=torch.Generator().manual_seed(6))
-    le, loss_e, ge = _step(eager, idx)
-    lc, loss_c, gc = _step(compiled, idx)
-    _, _, g64 = _step(exact, idx)
-    assert rel_err(lc, le) <= TOL
-    assert float(abs(loss_c - loss_e)) <= TOL * float(abs(loss_e))
-    assert set(gc) == set(ge) == set(g64) and ge
-    for n in ge:
-        assert ge[n].abs().max() > 0, n
-        fp32_noise = rel_err(ge[n], g64[n])
-        near_fp64 = rel_err(gc[n], g64[n]) <= max(4 * fp32_noise, 2 * TOL)
-        assert rel_err(gc[n], ge[n]) <= TOL or near_fp64, \
-            (n, rel_err(gc[n], ge[n]), rel_err(gc[n], g64[n]), fp32_noise)
+    assert _rounding_sensitivity(eager, idx) <= TOL / 2, "an ill-conditioned test point: pick another"
+    _compare(eager, compiled, idx)
+
+
+def test_the_old_inductor_point_is_ill_conditioned():
+    """Why the earlier inductor case (random_state_dict seed 0, RWKV-7 MiSS) missed 1e-5 by 4e-5:
+    a last-bit change of the frozen weights moves eager's own gradients more than 1e-5 there, so
+    the guard above rejects it; the point the case uses now moves them less than half of 1e-5."""
+    idx = torch.randint(0, VOCAB, (1, 16), generator=torch.Generator().manual_seed(6))
+    assert _rounding_sensitivity(_model("x070", "miss", {"r": 8}), idx) > 2 * TOL
+    assert _rounding_sensitivity(_model("x070", "miss", {"r": 8}, init="init"), idx) < TOL / 2
+
+
+def test_the_aot_autograd_cache_is_off(monkeypatch):
+    """torch 2.13's AOTAutograd cache segfaults saving, or replays garbage view sizes loading, the
+    compiled blocks' graphs (models/compile.py): test_inductor_equals_eager's second case in a
+    warm process failed 3 runs in 3 with it on, 0 in 4 without."""
+    from torch._functorch import config
+    monkeypatch.setattr(config, "enable_autograd_cache", True)  # torch's default
+    compile_blocks(_model("x070", "miss", {"r": 8}), "cpu", backend="aot_eager")
+    assert config.enable_autograd_cache is False
 
 
 def test_zero3_runs_eagerly_with_one_note():

@@ -71,6 +71,14 @@ def compile_blocks(model, device_type: str, strategy: str = "", backend: str | N
         torch._dynamo.config.accumulated_recompile_limit, RECOMPILE_LIMIT * 4)
     # layer_id (an int attribute) would otherwise be specialised: one graph per layer
     torch._dynamo.config.allow_unspec_int_on_nn_module = True
+    # A compiled piece returns views of its intermediates (r.view(heads) etc., into the opaque
+    # WKV op), whose view metadata torch 2.13's AOTAutograd cache pickles and unpickles unsafely:
+    # saving an entry segfaults now and then, and an entry loaded in a later run replays garbage
+    # sizes (RuntimeError "shape '[94154201532889, ...]' is invalid"). Without that cache the
+    # forward/backward split is traced again in each process (seconds); inductor's own cache of
+    # generated C++ still spares a warm run the compiler.
+    from torch._functorch import config as functorch_config
+    functorch_config.enable_autograd_cache = False
     for block in model.blocks:
         block.att.wkv = opaque(type(block.att).wkv, "the WKV op")
         block.compile(backend=backend)
