@@ -152,9 +152,10 @@ def test_inductor_equals_eager(version, peft, conf, init):
 def test_the_old_inductor_point_is_ill_conditioned():
     """Why the earlier inductor case (random_state_dict seed 0, RWKV-7 MiSS) missed 1e-5 by 4e-5:
     a last-bit change of the frozen weights moves eager's own gradients more than 1e-5 there, so
-    the guard above rejects it; the point the case uses now moves them less than half of 1e-5."""
+    the guard above rejects it; the point the case uses now moves them less than half of 1e-5.
+    (3e-5 with the log-space chunked WKV op, 1.03e-5 with the factored one: rejected either way.)"""
     idx = torch.randint(0, VOCAB, (1, 16), generator=torch.Generator().manual_seed(6))
-    assert _rounding_sensitivity(_model("x070", "miss", {"r": 8}), idx) > 2 * TOL
+    assert _rounding_sensitivity(_model("x070", "miss", {"r": 8}), idx) > TOL / 2
     assert _rounding_sensitivity(_model("x070", "miss", {"r": 8}, init="init"), idx) < TOL / 2
 
 
