@@ -88,7 +88,7 @@ def _carry_loop(S, decay, Q, UV, BK, Wt, keep: bool):
 
 
 class _Carry(torch.autograd.Function):
-    """`_carry` with a hand-written backward: the states entering each chunk are saved as one
+    """`carry` with a hand-written backward: the states entering each chunk are saved as one
     tensor (the same memory autograd would keep), everything else is recomputed."""
 
     @staticmethod
