@@ -1,6 +1,8 @@
 """Pieces shared by both forms of the chunked WKV op (chunked.py: the factored form, _stable.py:
-the log-space form): the chunk layout, the unit-lower-triangular inverse, and the loop that
-carries the (B, H, N, N) state across chunks with its hand-written backward (`_Carry`).
+the log-space form): the chunk layout, the unit-lower-triangular inverse, the loop that carries
+the (B, H, N, N) state across chunks with its hand-written backward (`_Carry`), and each
+version's chunk algebra once its intra-chunk couplings are known (`wkv7_from_couplings`,
+`wkv6_from_couplings`): the two forms differ only in how they build those couplings.
 """
 from __future__ import annotations
 
@@ -131,3 +133,42 @@ def _step_x(S, UV, Wt, c):
 def empty_result(r, state, dt):
     B, T, H, N = r.shape
     return r.new_zeros(B, 0, H, N), initial_state(state, B, H, N, r.new_zeros((), dtype=dt))
+
+
+# ----------------------------------------------------------------------------- the chunk algebra
+def wkv7_from_couplings(r_, k_, v_, a_, b_, A_ab, A_ak, A_r, decays, state, T, out_dtype):
+    """RWKV-7 per chunk with incoming state S0, given the couplings A_ab, A_ak (a_t to b_s, k_s,
+    s < t) and A_r = [A_rb, A_rk] (r_t to them, s <= t) and decays = (e^{G}, e^{G_{t-1}},
+    e^{G_L}, e^{G_L - G}). Rows u_t = S_{t-1} a_t solve
+        (I - A_ab) U = A_ak V + (a * e^{Gp}) S0^T.
+    Split U = U0 + W S0^T with (I - A_ab) U0 = A_ak V and (I - A_ab) W = a * e^{Gp}, so every
+    state-free part is solved for all chunks at once and the chunk loop is a few small matmuls:
+        S_new = S0 diag(e^{G_L}) + (S0 W^T + U0^T) Bt + V^T Kt,   Bt, Kt = b, k scaled by e^{G_L - G}
+        Y = A_rk V + A_rb U0 + (A_rb W + r * e^{G}) S0^T.
+    Returns (y (B, T, H, N) in out_dtype, final state)."""
+    B, H, _, L, N = r_.shape
+    eG, eGp, eGL, eGLmG = decays
+    rhs = torch.cat((A_ak @ v_, a_ * eGp), -1)
+    U0, W = (inv_unit_lower(A_ab) @ rhs).split(N, -1)
+    # S_new = S0 diag(e^{G_L}) + (S0 W^T + U0^T) Bt + V^T Kt, as one product [.., V^T] [Bt; Kt]
+    BK = torch.cat((b_, k_), -2) * eGLmG.repeat(1, 1, 1, 2, 1)
+    Uv = torch.cat((U0, v_), -2)
+    Wt = F.pad(W, (0, 0, 0, L)).transpose(-1, -2)
+    Q = A_r[..., :L] @ W + r_ * eG
+    S0 = initial_state(state, B, H, N, r_)
+    y_state, S = carry(S0, eGL, Q, Uv.transpose(-1, -2), BK, Wt)
+    y = A_r @ Uv + y_state
+    return from_chunks(y, T).to(out_dtype), S
+
+
+def wkv6_from_couplings(r_, k_, v_, u_, A, eGp, eGL, eGLmG, state, T, out_dtype):
+    """RWKV-6 per chunk with incoming state S0, given A[t, s] (r_t to k_s, s < t):
+        y_t = (r_t * e^{G_{t-1}}) S0^T + sum_{s<t} A[t, s] v_s + (r_t . (u * k_t)) v_t,
+        S_new = S0 diag(e^{G_L}) + V^T (k * e^{G_L - G}).
+    Returns (y (B, T, H, N) in out_dtype, final state)."""
+    B, H, _, _, N = r_.shape
+    A = A + torch.diag_embed((r_ * u_ * k_).sum(-1))
+    S0 = initial_state(state, B, H, N, r_)
+    y_state, S = carry(S0, eGL, r_ * eGp, v_.transpose(-1, -2), k_ * eGLmG)
+    y = A @ v_ + y_state
+    return from_chunks(y, T).to(out_dtype), S

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from . import _stable
-from ._chunkcore import carry, empty_result, from_chunks, inv_unit_lower, to_chunks
-from .reference import compute_dtype, initial_state
+from ._chunkcore import empty_result, to_chunks, wkv6_from_couplings, wkv7_from_couplings
+from .reference import compute_dtype
 
 MAX_SPREAD = 24.0
 # Chunk lengths the factored form tries, longest first: the first is chosen by measurement
@@ -82,14 +82,9 @@ def _masks(L, device):
 
 # ----------------------------------------------------------------------------- RWKV-7
 def _wkv7_factored(r, log_w, k, v, a, b, state, L):
-    """RWKV-7 in the factored form; the algebra is that of `_stable.wkv7_stable`:
-    per chunk with incoming state S0, rows u_t = S_{t-1} a_t solve
-        (I - A_ab) U = A_ak V + (a * e^{Gp}) S0^T,  split U = U0 + W S0^T,
-        S_new = S0 diag(e^{G_L}) + (S0 W^T + U0^T) Bt + V^T Kt,   Bt, Kt = b, k scaled by e^{G_L - G}
-        Y = A_rk V + A_rb U0 + (A_rb W + r * e^{G}) S0^T.
+    """RWKV-7 in the factored form (the chunk algebra: `_chunkcore.wkv7_from_couplings`).
     A_ab, A_ak couple a_t to b_s, k_s (s < t, decay e^{G_{t-1} - G_s}); A_rb, A_rk couple r_t
     to them (s <= t, decay e^{G_t - G_s}): one (2L x N) @ (N x 2L) product gives all four."""
-    B, T, H, N = r.shape
     dt = compute_dtype(r)
     r_, ld, k_, v_, a_, b_ = (to_chunks(x, L, dt) for x in (r, log_w, k, v, a, b))
     eG, eGp, eGL, eGLmG, fT, fTp, fS = _factors(ld)
@@ -98,19 +93,9 @@ def _wkv7_factored(r, log_w, k, v, a, b, state, L):
     incl, strict = _masks(L, r_.device)
     mask = torch.cat((torch.cat((strict, strict), 1), torch.cat((incl, incl), 1)), 0)
     M = torch.where(mask, targets @ sources.transpose(-1, -2), 0.0)
-    A_ab, A_ak = M[..., :L, :L], M[..., :L, L:]
-    A_r = M[..., L:, :]                                               # [A_rb, A_rk]
-    rhs = torch.cat((A_ak @ v_, a_ * eGp), -1)
-    U0, W = (inv_unit_lower(A_ab) @ rhs).split(N, -1)
-
-    BK = torch.cat((b_, k_), -2) * eGLmG.repeat(1, 1, 1, 2, 1)
-    UV = torch.cat((U0, v_), -2).transpose(-1, -2)
-    Wt = F.pad(W, (0, 0, 0, L)).transpose(-1, -2)
-    Q = A_r[..., :L] @ W + r_ * eG
-    S0 = initial_state(state, B, H, N, r_)
-    y_state, S = carry(S0, eGL, Q, UV, BK, Wt)
-    y = A_r @ torch.cat((U0, v_), -2) + y_state
-    return from_chunks(y, T).to(r.dtype), S
+    A_ab, A_ak, A_r = M[..., :L, :L], M[..., :L, L:], M[..., L:, :]   # A_r = [A_rb, A_rk]
+    return wkv7_from_couplings(r_, k_, v_, a_, b_, A_ab, A_ak, A_r, (eG, eGp, eGL, eGLmG), state,
+                               r.shape[1], r.dtype)
 
 
 def wkv7_chunked(r, log_w, k, v, a, b, state=None, chunk_len: int | None = None):
@@ -125,22 +110,15 @@ def wkv7_chunked(r, log_w, k, v, a, b, state=None, chunk_len: int | None = None)
 
 # ----------------------------------------------------------------------------- RWKV-6 / 5
 def _wkv6_factored(r, log_w, k, v, u, state, L):
-    """RWKV-6 in the factored form (algebra of `_stable.wkv6_stable`): per chunk
-        y_t = (r_t * e^{G_{t-1}}) S0^T + sum_{s<t} A[t, s] v_s + (r_t . (u * k_t)) v_t,
-        A[t, s] = sum_j (r_t e^{Gc_{t-1}})[j] (k_s e^{-Gc_s})[j],
-        S_new = S0 diag(e^{G_L}) + V^T (k * e^{G_L - G})."""
-    B, T, H, N = r.shape
+    """RWKV-6 in the factored form (the chunk algebra: `_chunkcore.wkv6_from_couplings`):
+        A[t, s] = sum_j (r_t e^{Gc_{t-1}})[j] (k_s e^{-Gc_s})[j]."""
     dt = compute_dtype(r)
     r_, ld, k_, v_ = (to_chunks(x, L, dt) for x in (r, log_w, k, v))
-    u_ = u.to(dt).reshape(H, 1, 1, N)
     _, eGp, eGL, eGLmG, _, fTp, fS = _factors(ld)
     _, strict = _masks(L, r_.device)
     A = torch.where(strict, (r_ * fTp) @ (k_ * fS).transpose(-1, -2), 0.0)
-    A = A + torch.diag_embed((r_ * u_ * k_).sum(-1))
-    S0 = initial_state(state, B, H, N, r_)
-    y_state, S = carry(S0, eGL, r_ * eGp, v_.transpose(-1, -2), k_ * eGLmG)
-    y = A @ v_ + y_state
-    return from_chunks(y, T).to(r.dtype), S
+    return wkv6_from_couplings(r_, k_, v_, u.to(dt).reshape(-1, 1, 1, r.shape[-1]), A, eGp, eGL,
+                               eGLmG, state, r.shape[1], r.dtype)
 
 
 def wkv6_chunked(r, log_w, k, v, u, state=None, chunk_len: int | None = None):
